@@ -1,0 +1,104 @@
+# ngx_http_whatsapp_module and whatsapp-worker.
+#
+#   make run    install what is missing, build, start everything on loopback
+#   make test   install what is missing, build, run every test
+#
+# Builds against Debian's own NGINX (nginx-dev): the module must match the
+# installed binary exactly, so no NGINX source is downloaded.
+
+SHELL       := /bin/bash
+BUILD       := $(CURDIR)/build
+NGX_SRC     := /usr/share/nginx/src
+MODULE_SO   := $(BUILD)/ngx_http_whatsapp_module.so
+ASAN_SO     := $(BUILD)/asan/ngx_http_whatsapp_module.so
+SANITIZE    := -fsanitize=address,undefined -fno-omit-frame-pointer \
+               -fno-sanitize-recover=undefined
+CFLAGS_TEST := -g -O1 -Wall -Wextra -Werror $(SANITIZE) -Icommon
+
+# What building, running and testing need, all from Debian.
+DEB_PKGS := nginx nginx-dev libhiredis-dev libyajl-dev libpq-dev \
+            libcurl4-openssl-dev libssl-dev redis-server redis-tools \
+            postgresql gcc make clang libclang-rt-14-dev curl wrk \
+            libipc-run-perl libtest-base-perl perl
+
+MODULE_SRCS := config $(wildcard ngx_http_whatsapp_module/*.[ch]) \
+               $(wildcard common/*.[ch])
+
+.PHONY: all deps build test test-unit test-fuzz test-module test-asan run \
+        bench clean
+
+all: build
+
+deps:
+	@missing=$$(for p in $(DEB_PKGS); do \
+	    dpkg-query -W -f='$${db:Status-Status}\n' $$p 2>/dev/null \
+	        | grep -qx installed || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    echo "installing:" $$missing; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+	        apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+build: $(MODULE_SO)
+
+# $(1): output .so, $(2): build dir, $(3): extra compiler/linker flags
+define ngx_module_build
+	rm -rf $(2) && mkdir -p $(2) && cp -r $(NGX_SRC)/. $(2)/
+	cd $(2) && source ./conf_flags && ./configure \
+	    --with-cc-opt="-g -O2 -fPIC -Werror $(3)" \
+	    --with-ld-opt="-fPIC $(3)" \
+	    "$${NGX_CONF_FLAGS[@]}" --add-dynamic-module=$(CURDIR) \
+	    > configure.log 2>&1 || { cat configure.log; exit 1; }
+	$(MAKE) -s -C $(2) -f objs/Makefile modules
+	cp $(2)/objs/ngx_http_whatsapp_module.so $(1)
+endef
+
+$(MODULE_SO): $(MODULE_SRCS) | deps
+	$(call ngx_module_build,$@,$(BUILD)/nginx,)
+
+$(ASAN_SO): $(MODULE_SRCS) | deps
+	mkdir -p $(BUILD)/asan
+	$(call ngx_module_build,$@,$(BUILD)/nginx-asan,$(SANITIZE))
+
+$(BUILD)/unit/%: t/unit/%.c common/*.c common/*.h | deps
+	mkdir -p $(BUILD)/unit
+	cc $(CFLAGS_TEST) -o $@ $< common/*.c -lcrypto
+
+$(BUILD)/fuzz/%: t/fuzz/%.c common/*.c common/*.h | deps
+	mkdir -p $(BUILD)/fuzz
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -Icommon -o $@ \
+	    $< common/*.c -lcrypto
+
+UNIT_TESTS := $(patsubst t/unit/%.c,$(BUILD)/unit/%,$(wildcard t/unit/*.c))
+FUZZERS    := $(patsubst t/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard t/fuzz/*.c))
+
+test: deps build test-unit test-fuzz test-module test-asan
+
+test-unit: $(UNIT_TESTS)
+	prove -e '' $(UNIT_TESTS)
+
+# a short run on every test; longer runs: build/fuzz/<name> -max_total_time=600
+test-fuzz: $(FUZZERS)
+	@for f in $(FUZZERS); do \
+	    mkdir -p $(BUILD)/fuzz/corpus-$$(basename $$f); \
+	    $$f -max_total_time=10 -print_final_stats=0 \
+	        $(BUILD)/fuzz/corpus-$$(basename $$f) t/fuzz/seeds 2>&1 \
+	        | tail -n 1 || exit 1; \
+	done
+
+test-module: $(MODULE_SO)
+	WA_MODULE=$(MODULE_SO) prove -I t/lib t/*.t
+
+# the same suite with the module built with ASan/UBSan and libasan
+# preloaded into NGINX; leaks are checked when each process exits
+test-asan: $(ASAN_SO)
+	WA_MODULE=$(ASAN_SO) WA_ASAN=1 prove -I t/lib t/*.t
+
+run: deps build
+	conf/run.sh $(MODULE_SO)
+
+bench: deps build
+	bench/ingest $(MODULE_SO)
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,716 @@
+/*
+ * ngx_http_whatsapp_module: directives, configuration and process hooks.
+ */
+
+#include "ngx_http_whatsapp_module.h"
+
+
+#define NGX_HTTP_WHATSAPP_DEFAULT_PREFIX       "wa:"
+#define NGX_HTTP_WHATSAPP_DEFAULT_MAX_PENDING  1024
+
+
+static void *ngx_http_whatsapp_create_main_conf(ngx_conf_t *cf);
+static void *ngx_http_whatsapp_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_whatsapp_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static ngx_int_t ngx_http_whatsapp_postconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_whatsapp_init_process(ngx_cycle_t *cycle);
+static void ngx_http_whatsapp_exit_process(ngx_cycle_t *cycle);
+
+static char *ngx_http_whatsapp_redis(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_whatsapp_redis_param(ngx_conf_t *cf,
+    ngx_http_whatsapp_redis_t *rd, ngx_str_t *param);
+static char *ngx_http_whatsapp_redis_address(ngx_conf_t *cf,
+    ngx_http_whatsapp_redis_t *rd, ngx_str_t *addr);
+static ngx_http_whatsapp_redis_t *ngx_http_whatsapp_redis_shared(
+    ngx_http_whatsapp_main_conf_t *wmcf, ngx_http_whatsapp_redis_t *rd);
+static char *ngx_http_whatsapp_webhook(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_whatsapp_status(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_whatsapp_app_secret(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_whatsapp_verify_token(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_whatsapp_read_secret(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_uint_t from_file, ngx_str_t *secret);
+static void ngx_http_whatsapp_free_hmac_key(void *data);
+
+
+static ngx_command_t  ngx_http_whatsapp_commands[] = {
+
+    { ngx_string("whatsapp_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_CONF_1MORE,
+      ngx_http_whatsapp_redis,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("whatsapp_redis_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_whatsapp_loc_conf_t, redis_timeout),
+      NULL },
+
+    { ngx_string("whatsapp_redis_prefix"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_whatsapp_loc_conf_t, prefix),
+      NULL },
+
+    { ngx_string("whatsapp_webhook"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_whatsapp_webhook,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("whatsapp_verify_token"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_whatsapp_verify_token,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("whatsapp_verify_token_file"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_whatsapp_verify_token,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      1,
+      NULL },
+
+    { ngx_string("whatsapp_app_secret"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_whatsapp_app_secret,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("whatsapp_app_secret_file"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_whatsapp_app_secret,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      1,
+      NULL },
+
+    { ngx_string("whatsapp_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_whatsapp_status,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_whatsapp_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    ngx_http_whatsapp_postconfiguration,   /* postconfiguration */
+
+    ngx_http_whatsapp_create_main_conf,    /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_whatsapp_create_loc_conf,     /* create location configuration */
+    ngx_http_whatsapp_merge_loc_conf       /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_whatsapp_module = {
+    NGX_MODULE_V1,
+    &ngx_http_whatsapp_module_ctx,         /* module context */
+    ngx_http_whatsapp_commands,            /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_whatsapp_init_process,        /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_whatsapp_exit_process,        /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static void *
+ngx_http_whatsapp_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_whatsapp_main_conf_t  *wmcf;
+
+    wmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_whatsapp_main_conf_t));
+    if (wmcf == NULL) {
+        return NULL;
+    }
+
+    if (ngx_array_init(&wmcf->redis, cf->pool, 1,
+                       sizeof(ngx_http_whatsapp_redis_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    wmcf->request_id_index = NGX_ERROR;
+
+    if (ngx_http_whatsapp_status_add_zone(cf) != NGX_OK) {
+        return NULL;
+    }
+
+    return wmcf;
+}
+
+
+static void *
+ngx_http_whatsapp_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_whatsapp_loc_conf_t  *wlcf;
+
+    wlcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_whatsapp_loc_conf_t));
+    if (wlcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     wlcf->prefix = { 0, NULL };
+     *     wlcf->events_key = { 0, NULL };
+     *     wlcf->verify_token = { 0, NULL };
+     *     wlcf->webhook = 0;
+     */
+
+    wlcf->redis = NGX_CONF_UNSET_PTR;
+    wlcf->redis_timeout = NGX_CONF_UNSET_MSEC;
+    wlcf->app_secrets = NGX_CONF_UNSET_PTR;
+
+    return wlcf;
+}
+
+
+static char *
+ngx_http_whatsapp_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_whatsapp_loc_conf_t  *prev = parent;
+    ngx_http_whatsapp_loc_conf_t  *conf = child;
+
+    u_char      *p;
+    const char  *missing;
+
+    ngx_conf_merge_ptr_value(conf->redis, prev->redis, NULL);
+    ngx_conf_merge_msec_value(conf->redis_timeout, prev->redis_timeout, 500);
+    ngx_conf_merge_str_value(conf->prefix, prev->prefix,
+                             NGX_HTTP_WHATSAPP_DEFAULT_PREFIX);
+    ngx_conf_merge_ptr_value(conf->app_secrets, prev->app_secrets, NULL);
+    ngx_conf_merge_str_value(conf->verify_token, prev->verify_token, "");
+
+    if (!conf->webhook) {
+        return NGX_CONF_OK;
+    }
+
+    /* secure by default: a webhook that cannot authenticate does not start */
+
+    if (conf->app_secrets == NULL) {
+        missing = "whatsapp_app_secret or whatsapp_app_secret_file";
+
+    } else if (conf->verify_token.len == 0) {
+        missing = "whatsapp_verify_token or whatsapp_verify_token_file";
+
+    } else if (conf->redis == NULL) {
+        missing = "whatsapp_redis in the http or server block";
+
+    } else {
+        missing = NULL;
+    }
+
+    if (missing) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"whatsapp_webhook\" in %V:%ui needs %s",
+                      &conf->webhook_file, conf->webhook_line, missing);
+        return NGX_CONF_ERROR;
+    }
+
+    conf->events_key.len = conf->prefix.len + sizeof("events") - 1;
+    conf->events_key.data = ngx_pnalloc(cf->pool, conf->events_key.len);
+    if (conf->events_key.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    p = ngx_cpymem(conf->events_key.data, conf->prefix.data,
+                   conf->prefix.len);
+    ngx_memcpy(p, "events", sizeof("events") - 1);
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_whatsapp_postconfiguration(ngx_conf_t *cf)
+{
+    ngx_str_t                       name = ngx_string("request_id");
+    ngx_http_whatsapp_main_conf_t  *wmcf;
+
+    wmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_whatsapp_module);
+
+    wmcf->request_id_index = ngx_http_get_variable_index(cf, &name);
+    if (wmcf->request_id_index == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_whatsapp_init_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                      i;
+    ngx_http_whatsapp_redis_t     **rd;
+    ngx_http_whatsapp_main_conf_t  *wmcf;
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    wmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_whatsapp_module);
+    if (wmcf == NULL) {
+        return NGX_OK;
+    }
+
+    rd = wmcf->redis.elts;
+
+    for (i = 0; i < wmcf->redis.nelts; i++) {
+        if (ngx_http_whatsapp_redis_init_worker(rd[i], cycle) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_whatsapp_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                      i;
+    ngx_http_whatsapp_redis_t     **rd;
+    ngx_http_whatsapp_main_conf_t  *wmcf;
+
+    wmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_whatsapp_module);
+    if (wmcf == NULL) {
+        return;
+    }
+
+    rd = wmcf->redis.elts;
+
+    for (i = 0; i < wmcf->redis.nelts; i++) {
+        ngx_http_whatsapp_redis_exit_worker(rd[i]);
+    }
+}
+
+
+/*
+ * whatsapp_redis 127.0.0.1:6379 | unix:/path [password=...] [db=N]
+ *                [connect_timeout=1s] [max_pending=1024];
+ */
+static char *
+ngx_http_whatsapp_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_whatsapp_loc_conf_t  *wlcf = conf;
+
+    char                           *rv;
+    ngx_str_t                      *value;
+    ngx_uint_t                      i;
+    ngx_http_whatsapp_redis_t      *rd;
+    ngx_http_whatsapp_main_conf_t  *wmcf;
+
+    if (wlcf->redis != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    rd = ngx_pcalloc(cf->pool, sizeof(ngx_http_whatsapp_redis_t));
+    if (rd == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    rd->name = value[1];
+    rd->connect_timeout = 1000;
+    rd->max_pending = NGX_HTTP_WHATSAPP_DEFAULT_MAX_PENDING;
+
+    rv = ngx_http_whatsapp_redis_address(cf, rd, &value[1]);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    for (i = 2; i < cf->args->nelts; i++) {
+        rv = ngx_http_whatsapp_redis_param(cf, rd, &value[i]);
+        if (rv != NGX_CONF_OK) {
+            return rv;
+        }
+    }
+
+    wmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_whatsapp_module);
+
+    wlcf->redis = ngx_http_whatsapp_redis_shared(wmcf, rd);
+
+    return wlcf->redis ? NGX_CONF_OK : NGX_CONF_ERROR;
+}
+
+
+/*
+ * hiredis 0.14 resolves names with a blocking getaddrinfo() on every
+ * connect, so the name is resolved here, once, and hiredis gets the IP.
+ */
+static char *
+ngx_http_whatsapp_redis_address(ngx_conf_t *cf, ngx_http_whatsapp_redis_t *rd,
+    ngx_str_t *addr)
+{
+    ngx_url_t  u;
+
+    if (addr->len > 5 && ngx_strncmp(addr->data, "unix:", 5) == 0) {
+        rd->host.len = addr->len - 5;
+        rd->host.data = ngx_pnalloc(cf->pool, rd->host.len + 1);
+        if (rd->host.data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memcpy(rd->host.data, addr->data + 5, rd->host.len);
+        rd->host.data[rd->host.len] = '\0';
+        return NGX_CONF_OK;
+    }
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url = *addr;
+    u.default_port = 6379;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
+        if (u.err) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "%s in Redis address \"%V\"", u.err, addr);
+        }
+
+        return NGX_CONF_ERROR;
+    }
+
+    if (u.naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "Redis address \"%V\" has no IP address", addr);
+        return NGX_CONF_ERROR;
+    }
+
+    rd->host.data = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
+    if (rd->host.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    rd->host.len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen,
+                                 rd->host.data, NGX_SOCKADDR_STRLEN, 0);
+    rd->host.data[rd->host.len] = '\0';
+    rd->port = ngx_inet_get_port(u.addrs[0].sockaddr);
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_whatsapp_redis_param(ngx_conf_t *cf, ngx_http_whatsapp_redis_t *rd,
+    ngx_str_t *param)
+{
+    ngx_int_t   n;
+    ngx_str_t   v;
+
+    if (ngx_strncmp(param->data, "password=", 9) == 0) {
+        rd->password.len = param->len - 9;
+        rd->password.data = param->data + 9;
+
+        if (rd->password.len == 0) {
+            goto invalid;
+        }
+
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strncmp(param->data, "db=", 3) == 0) {
+        rd->db = ngx_atoi(param->data + 3, param->len - 3);
+        if (rd->db == NGX_ERROR) {
+            goto invalid;
+        }
+
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strncmp(param->data, "connect_timeout=", 16) == 0) {
+        v.len = param->len - 16;
+        v.data = param->data + 16;
+
+        rd->connect_timeout = ngx_parse_time(&v, 0);
+        if (rd->connect_timeout == (ngx_msec_t) NGX_ERROR
+            || rd->connect_timeout == 0)
+        {
+            goto invalid;
+        }
+
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strncmp(param->data, "max_pending=", 12) == 0) {
+        n = ngx_atoi(param->data + 12, param->len - 12);
+        if (n == NGX_ERROR || n == 0) {
+            goto invalid;
+        }
+
+        rd->max_pending = n;
+        return NGX_CONF_OK;
+    }
+
+invalid:
+
+    /* the value is not echoed: it may be a password */
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid parameter of \"whatsapp_redis\" (expected "
+                       "password=..., db=N, connect_timeout=time or "
+                       "max_pending=N)");
+    return NGX_CONF_ERROR;
+}
+
+
+/* Servers naming the same Redis share one connection per worker process. */
+static ngx_http_whatsapp_redis_t *
+ngx_http_whatsapp_redis_shared(ngx_http_whatsapp_main_conf_t *wmcf,
+    ngx_http_whatsapp_redis_t *rd)
+{
+    ngx_uint_t                  i;
+    ngx_http_whatsapp_redis_t  *known, **slot;
+
+    for (i = 0; i < wmcf->redis.nelts; i++) {
+        known = ((ngx_http_whatsapp_redis_t **) wmcf->redis.elts)[i];
+
+        if (known->port == rd->port
+            && known->db == rd->db
+            && known->connect_timeout == rd->connect_timeout
+            && known->max_pending == rd->max_pending
+            && known->host.len == rd->host.len
+            && known->password.len == rd->password.len
+            && ngx_memcmp(known->host.data, rd->host.data, rd->host.len) == 0
+            && ngx_memcmp(known->password.data, rd->password.data,
+                          rd->password.len) == 0)
+        {
+            return known;
+        }
+    }
+
+    slot = ngx_array_push(&wmcf->redis);
+    if (slot == NULL) {
+        return NULL;
+    }
+
+    *slot = rd;
+
+    return rd;
+}
+
+
+static char *
+ngx_http_whatsapp_webhook(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_whatsapp_loc_conf_t  *wlcf = conf;
+
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (wlcf->webhook) {
+        return "is duplicate";
+    }
+
+    wlcf->webhook = 1;
+    wlcf->webhook_file = cf->conf_file->file.name;
+    wlcf->webhook_line = cf->conf_file->line;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_whatsapp_webhook_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_whatsapp_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_whatsapp_status_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+/* whatsapp_app_secret SECRET; whatsapp_app_secret_file PATH; (repeatable) */
+static char *
+ngx_http_whatsapp_app_secret(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_whatsapp_loc_conf_t  *wlcf = conf;
+
+    char                *rv;
+    ngx_str_t           *value, secret;
+    wa_hmac_key_t      **key;
+    ngx_pool_cleanup_t  *cln;
+
+    value = cf->args->elts;
+
+    rv = ngx_http_whatsapp_read_secret(cf, &value[1], cmd->offset, &secret);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    if (wlcf->app_secrets == NGX_CONF_UNSET_PTR) {
+        wlcf->app_secrets = ngx_array_create(cf->pool, 2,
+                                             sizeof(wa_hmac_key_t *));
+        if (wlcf->app_secrets == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    key = ngx_array_push(wlcf->app_secrets);
+    if (key == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *key = wa_hmac_key_new(secret.data, secret.len);
+    if (*key == NULL) {
+        return "failed to prepare an HMAC-SHA256 key";
+    }
+
+    cln->handler = ngx_http_whatsapp_free_hmac_key;
+    cln->data = *key;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_whatsapp_verify_token(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_whatsapp_loc_conf_t  *wlcf = conf;
+
+    ngx_str_t  *value;
+
+    if (wlcf->verify_token.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    return ngx_http_whatsapp_read_secret(cf, &value[1], cmd->offset,
+                                         &wlcf->verify_token);
+}
+
+
+/*
+ * A secret is written inline or kept in a file (so nginx.conf can be
+ * shared); a file's trailing newline is not part of the secret.
+ */
+static char *
+ngx_http_whatsapp_read_secret(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_uint_t from_file, ngx_str_t *secret)
+{
+    ssize_t          n;
+    ngx_str_t        name;
+    ngx_file_t       file;
+    ngx_file_info_t  fi;
+
+    if (!from_file) {
+        if (value->len == 0) {
+            return "must not be empty";
+        }
+
+        *secret = *value;
+        return NGX_CONF_OK;
+    }
+
+    name = *value;
+
+    if (ngx_conf_full_name(cf->cycle, &name, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&file, sizeof(ngx_file_t));
+
+    file.name = name;
+    file.log = cf->log;
+    file.fd = ngx_open_file(name.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+
+    if (file.fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_open_file_n " \"%s\" failed", name.data);
+        return NGX_CONF_ERROR;
+    }
+
+    n = NGX_ERROR;
+
+    if (ngx_fd_info(file.fd, &fi) == NGX_FILE_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_fd_info_n " \"%s\" failed", name.data);
+        goto done;
+    }
+
+    secret->len = (size_t) ngx_file_size(&fi);
+    secret->data = ngx_pnalloc(cf->pool, secret->len + 1);
+    if (secret->data == NULL) {
+        goto done;
+    }
+
+    n = ngx_read_file(&file, secret->data, secret->len, 0);
+
+done:
+
+    if (ngx_close_file(file.fd) == NGX_FILE_ERROR) {
+        ngx_conf_log_error(NGX_LOG_ALERT, cf, ngx_errno,
+                           ngx_close_file_n " \"%s\" failed", name.data);
+    }
+
+    if (n == NGX_ERROR) {
+        return NGX_CONF_ERROR;
+    }
+
+    secret->len = n;
+
+    while (secret->len
+           && (secret->data[secret->len - 1] == '\n'
+               || secret->data[secret->len - 1] == '\r'
+               || secret->data[secret->len - 1] == ' '))
+    {
+        secret->len--;
+    }
+
+    if (secret->len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "secret file \"%s\" is empty", name.data);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void
+ngx_http_whatsapp_free_hmac_key(void *data)
+{
+    wa_hmac_key_free(data);
+}

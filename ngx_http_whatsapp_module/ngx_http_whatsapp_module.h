@@ -1,0 +1,80 @@
+/*
+ * ngx_http_whatsapp_module: WhatsApp Business Cloud API gateway at the
+ * NGINX edge.  Shared configuration types and the functions each concern
+ * (webhook, Redis, status) offers the others.
+ */
+
+#ifndef NGX_HTTP_WHATSAPP_MODULE_H_INCLUDED_
+#define NGX_HTTP_WHATSAPP_MODULE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_whatsapp_redis.h"
+#include "wa_signature.h"
+
+
+typedef struct {
+    ngx_array_t                   redis;        /* of ngx_http_whatsapp_redis_t * */
+    ngx_int_t                     request_id_index;
+} ngx_http_whatsapp_main_conf_t;
+
+
+typedef struct {
+    ngx_http_whatsapp_redis_t    *redis;
+    ngx_msec_t                    redis_timeout;
+    ngx_str_t                     prefix;
+    ngx_str_t                     events_key;   /* prefix + "events" */
+
+    ngx_array_t                  *app_secrets;  /* of wa_hmac_key_t * */
+    ngx_str_t                     verify_token;
+
+    /* where whatsapp_webhook was written, to name it in errors */
+    unsigned                      webhook:1;
+    ngx_str_t                     webhook_file;
+    ngx_uint_t                    webhook_line;
+} ngx_http_whatsapp_loc_conf_t;
+
+
+/* Outcomes of webhook requests, counted by whatsapp_status. */
+typedef enum {
+    NGX_HTTP_WHATSAPP_ENQUEUED = 0,       /* 200, event in Redis */
+    NGX_HTTP_WHATSAPP_VERIFIED,           /* 200, handshake answered */
+    NGX_HTTP_WHATSAPP_HANDSHAKE_REFUSED,  /* 403 */
+    NGX_HTTP_WHATSAPP_BAD_SIGNATURE,      /* 401 */
+    NGX_HTTP_WHATSAPP_BAD_REQUEST,        /* 400 or 413 */
+    NGX_HTTP_WHATSAPP_METHOD_NOT_ALLOWED, /* 405 */
+    NGX_HTTP_WHATSAPP_REDIS_UNAVAILABLE,  /* 503, not connected */
+    NGX_HTTP_WHATSAPP_REDIS_TIMED_OUT,    /* 503, no answer in time */
+    NGX_HTTP_WHATSAPP_REDIS_OVERLOADED,   /* 503, too many in flight */
+    NGX_HTTP_WHATSAPP_INTERNAL_ERROR,     /* 500 */
+    NGX_HTTP_WHATSAPP_OUTCOME_N
+} ngx_http_whatsapp_outcome_e;
+
+
+typedef enum {
+    NGX_HTTP_WHATSAPP_REDIS_ERR_CONNECT = 0,
+    NGX_HTTP_WHATSAPP_REDIS_ERR_LOST,
+    NGX_HTTP_WHATSAPP_REDIS_ERR_TIMEOUT,
+    NGX_HTTP_WHATSAPP_REDIS_ERR_REPLY,
+    NGX_HTTP_WHATSAPP_REDIS_ERR_N
+} ngx_http_whatsapp_redis_error_e;
+
+
+extern ngx_module_t  ngx_http_whatsapp_module;
+
+
+ngx_int_t ngx_http_whatsapp_webhook_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_whatsapp_status_handler(ngx_http_request_t *r);
+
+ngx_int_t ngx_http_whatsapp_status_add_zone(ngx_conf_t *cf);
+void ngx_http_whatsapp_status_outcome(ngx_http_whatsapp_outcome_e outcome);
+void ngx_http_whatsapp_status_redis_error(ngx_http_whatsapp_redis_error_e e);
+void ngx_http_whatsapp_status_redis_connected(ngx_int_t delta);
+void ngx_http_whatsapp_status_enqueue_latency(uint64_t usec);
+uint64_t ngx_http_whatsapp_status_now_usec(void);
+
+
+#endif /* NGX_HTTP_WHATSAPP_MODULE_H_INCLUDED_ */

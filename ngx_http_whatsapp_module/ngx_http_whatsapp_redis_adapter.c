@@ -1,0 +1,146 @@
+/*
+ * hiredis' five event hooks mapped onto an NGINX connection wrapping its
+ * socket.
+ *
+ * The socket is registered level-triggered: hiredis reads at most 16 KB
+ * per call, and with edge-triggered epoll the rest of a large reply would
+ * wait for bytes that may never come.
+ *
+ * hiredis owns the socket and closes it; NGINX only borrows the fd, so
+ * the cleanup hook frees the connection without closing anything.
+ */
+
+#include "ngx_http_whatsapp_module.h"
+
+
+static void ngx_http_whatsapp_redis_add_read(void *privdata);
+static void ngx_http_whatsapp_redis_del_read(void *privdata);
+static void ngx_http_whatsapp_redis_add_write(void *privdata);
+static void ngx_http_whatsapp_redis_del_write(void *privdata);
+static void ngx_http_whatsapp_redis_cleanup(void *privdata);
+static void ngx_http_whatsapp_redis_read_handler(ngx_event_t *ev);
+static void ngx_http_whatsapp_redis_write_handler(ngx_event_t *ev);
+
+
+ngx_int_t
+ngx_http_whatsapp_redis_attach(redisAsyncContext *ac, ngx_log_t *log)
+{
+    ngx_connection_t  *c;
+
+    c = ngx_get_connection(ac->c.fd, log);
+    if (c == NULL) {
+        return NGX_ERROR;
+    }
+
+    c->data = ac;
+    c->read->log = log;
+    c->write->log = log;
+    c->read->handler = ngx_http_whatsapp_redis_read_handler;
+    c->write->handler = ngx_http_whatsapp_redis_write_handler;
+
+    ac->ev.data = c;
+    ac->ev.addRead = ngx_http_whatsapp_redis_add_read;
+    ac->ev.delRead = ngx_http_whatsapp_redis_del_read;
+    ac->ev.addWrite = ngx_http_whatsapp_redis_add_write;
+    ac->ev.delWrite = ngx_http_whatsapp_redis_del_write;
+    ac->ev.cleanup = ngx_http_whatsapp_redis_cleanup;
+
+    return NGX_OK;
+}
+
+
+/* hiredis calls the hooks repeatedly: each must be idempotent */
+
+static void
+ngx_http_whatsapp_redis_add_read(void *privdata)
+{
+    ngx_connection_t  *c = privdata;
+
+    if (!c->read->active
+        && ngx_add_event(c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT) != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ALERT, c->log, 0,
+                      "whatsapp: cannot watch the Redis socket for reading");
+    }
+}
+
+
+static void
+ngx_http_whatsapp_redis_del_read(void *privdata)
+{
+    ngx_connection_t  *c = privdata;
+
+    if (c->read->active) {
+        (void) ngx_del_event(c->read, NGX_READ_EVENT, 0);
+    }
+}
+
+
+static void
+ngx_http_whatsapp_redis_add_write(void *privdata)
+{
+    ngx_connection_t  *c = privdata;
+
+    if (!c->write->active
+        && ngx_add_event(c->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT) != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ALERT, c->log, 0,
+                      "whatsapp: cannot watch the Redis socket for writing");
+    }
+}
+
+
+static void
+ngx_http_whatsapp_redis_del_write(void *privdata)
+{
+    ngx_connection_t  *c = privdata;
+
+    if (c->write->active) {
+        (void) ngx_del_event(c->write, NGX_WRITE_EVENT, 0);
+    }
+}
+
+
+static void
+ngx_http_whatsapp_redis_cleanup(void *privdata)
+{
+    ngx_connection_t  *c = privdata;
+
+    redisAsyncContext  *ac = c->data;
+
+    ngx_http_whatsapp_redis_del_read(c);
+    ngx_http_whatsapp_redis_del_write(c);
+
+    if (c->read->posted) {
+        ngx_delete_posted_event(c->read);
+    }
+
+    if (c->write->posted) {
+        ngx_delete_posted_event(c->write);
+    }
+
+    ac->ev.data = NULL;
+
+    /* hiredis closes the socket right after this hook */
+    c->fd = (ngx_socket_t) -1;
+    ngx_free_connection(c);
+}
+
+
+static void
+ngx_http_whatsapp_redis_read_handler(ngx_event_t *ev)
+{
+    ngx_connection_t  *c = ev->data;
+
+    /* may free the context and this connection */
+    redisAsyncHandleRead(c->data);
+}
+
+
+static void
+ngx_http_whatsapp_redis_write_handler(ngx_event_t *ev)
+{
+    ngx_connection_t  *c = ev->data;
+
+    redisAsyncHandleWrite(c->data);
+}
