@@ -1,0 +1,218 @@
+package WaTest::Nginx;
+
+# NGINX with the module under test: master + workers in the foreground,
+# in a temp prefix, on a free loopback port.
+
+use strict;
+use warnings;
+
+use File::Path qw(make_path);
+use File::Spec;
+use IO::Socket::INET;
+use File::Temp qw(tempdir);
+use Test::More;
+use Time::HiRes qw(sleep);
+
+use WaTest::Process;
+
+
+my $NGINX = $ENV{WA_NGINX} // '/usr/sbin/nginx';
+
+
+sub module_path {
+    my $m = $ENV{WA_MODULE} // 'build/ngx_http_whatsapp_module.so';
+    $m = File::Spec->rel2abs($m);
+    die "module $m not built (make build)" unless -f $m;
+    return $m;
+}
+
+
+sub asan_env {
+    my ($dir) = @_;
+    return {} unless $ENV{WA_ASAN};
+    chomp(my $lib = `gcc -print-file-name=libasan.so`);
+    my $supp = File::Spec->rel2abs('t/lsan.supp');
+    return {
+        LD_PRELOAD => $lib,
+        ASAN_OPTIONS => "log_path=$dir/sanitizer:detect_leaks=1:"
+                      . "abort_on_error=0:detect_odr_violation=0",
+        LSAN_OPTIONS => "suppressions=$supp:print_suppressions=0",
+        UBSAN_OPTIONS => "log_path=$dir/sanitizer:print_stacktrace=1",
+    };
+}
+
+
+# new(http => '...', server => '...', workers => 2, main => '...')
+sub new {
+    my ($class, %o) = @_;
+    my $dir = tempdir('wa-nginx-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+
+    # workers run as nobody and write temp files and sanitizer logs here
+    chmod 0755, $dir;
+    make_path("$dir/conf", "$dir/logs");
+    make_path("$dir/sanitizer", { mode => 0777 });
+    chmod 0777, "$dir/sanitizer";
+
+    my $self = bless { dir => $dir, port => $o{port} // WaTest::free_port(),
+                       workers => $o{workers} // 2, %o }, $class;
+    $self->write_conf;
+    return $self;
+}
+
+
+sub start {
+    my ($class, %o) = @_;
+    my $self = $class->new(%o);
+    $self->run;
+    return $self;
+}
+
+
+sub conf_text {
+    my ($self) = @_;
+    my ($d, $p) = @$self{qw(dir port)};
+    my $module = module_path();
+    return <<"CONF";
+load_module $module;
+daemon off;
+master_process on;
+worker_processes $self->{workers};
+worker_rlimit_nofile 8192;
+error_log $d/logs/error.log info;
+pid $d/logs/nginx.pid;
+$self->{main}
+
+events { worker_connections 4096; }
+
+http {
+    access_log off;
+    client_body_temp_path $d/body;
+    proxy_temp_path $d/proxy;
+    fastcgi_temp_path $d/fastcgi;
+    uwsgi_temp_path $d/uwsgi;
+    scgi_temp_path $d/scgi;
+
+    $self->{http}
+
+    server {
+        listen 127.0.0.1:$p backlog=4096;
+        $self->{server}
+    }
+}
+CONF
+}
+
+
+sub write_conf {
+    my ($self) = @_;
+    $self->{$_} //= '' for qw(main http server);
+    open my $f, '>', "$self->{dir}/conf/nginx.conf" or die $!;
+    print {$f} $self->conf_text;
+    close $f;
+}
+
+
+sub argv {
+    my ($self, @extra) = @_;
+    return ($NGINX, '-p', "$self->{dir}/", '-c', "$self->{dir}/conf/nginx.conf",
+            '-e', "$self->{dir}/logs/error.log", @extra);
+}
+
+
+# nginx -t: returns (ok, output)
+sub check {
+    my ($self) = @_;
+    my @argv = $self->argv('-t');
+    my $out = `@argv 2>&1`;
+    return ($? == 0, $out);
+}
+
+
+sub run {
+    my ($self) = @_;
+    $self->{pid} = WaTest::Process::spawn(
+        argv => [ $self->argv ], env => asan_env($self->{dir}),
+        stdout => "$self->{dir}/logs/stderr.log");
+    my $ok = WaTest::wait_until(sub {
+        IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                              PeerPort => $self->{port})
+    }, 10);
+    die "nginx did not start:\n" . $self->log_tail unless $ok;
+    $self->wait_redis_ready if $self->{http} =~ /whatsapp_redis/
+                               || $self->{server} =~ /whatsapp_redis/;
+}
+
+
+# Every worker logs "Redis ... ready" once its connection is usable.
+sub wait_redis_ready {
+    my ($self, $n) = @_;
+    $n //= $self->{workers};
+    my $ok = WaTest::wait_until(sub { $self->count_log(qr/Redis \S+ ready/)
+                                      >= $n }, 10);
+    die "workers did not connect to Redis:\n" . $self->log_tail unless $ok;
+}
+
+
+sub port { $_[0]{port} }
+
+sub dir { $_[0]{dir} }
+
+sub pid { $_[0]{pid} }
+
+
+sub error_log {
+    my ($self) = @_;
+    open my $f, '<', "$self->{dir}/logs/error.log" or return '';
+    local $/;
+    return scalar <$f>;
+}
+
+
+sub count_log {
+    my ($self, $re) = @_;
+    return scalar(() = $self->error_log =~ /$re/g);
+}
+
+
+sub log_tail {
+    my ($self) = @_;
+    my @l = split /\n/, $self->error_log;
+    return join "\n", @l[ ($#l > 30 ? $#l - 30 : 0) .. $#l ];
+}
+
+
+sub reload { kill 'HUP', $_[0]{pid} }
+
+
+# Graceful quit; returns after the master exits.
+sub quit {
+    my ($self) = @_;
+    WaTest::Process::stop(delete $self->{pid}, 'QUIT', 30);
+}
+
+
+# Problems found in error.log and sanitizer reports, as test failures.
+sub check_logs {
+    my ($self, $name) = @_;
+    my @bad = grep { /\[(alert|crit|emerg)\]/ } split /\n/, $self->error_log;
+    for my $f (glob "$self->{dir}/sanitizer/* $self->{dir}/logs/stderr.log") {
+        open my $fh, '<', $f or next;
+        local $/;
+        my $text = <$fh> // '';
+        push @bad, "$f:\n$text" if $text =~ /ERROR: (Address|Leak)Sanitizer|runtime error:/;
+    }
+    ok(!@bad, ($name // 'nginx') . ': no alert/crit/emerg or sanitizer '
+              . 'report') or diag(join "\n", @bad);
+}
+
+
+sub stop {
+    my ($self) = @_;
+    return unless $self->{pid};
+    $self->quit;
+}
+
+
+sub DESTROY { $_[0]->stop }
+
+1;
