@@ -72,6 +72,7 @@ sub conf_text {
     my ($self) = @_;
     my ($d, $p) = @$self{qw(dir port)};
     my $module = module_path();
+    my $access = $self->{http} =~ /access_log/ ? '' : 'access_log off;';
     return <<"CONF";
 load_module $module;
 daemon off;
@@ -85,7 +86,7 @@ $self->{main}
 events { worker_connections 4096; }
 
 http {
-    access_log off;
+    $access
     client_body_temp_path $d/body;
     proxy_temp_path $d/proxy;
     fastcgi_temp_path $d/fastcgi;
@@ -138,8 +139,8 @@ sub run {
                               PeerPort => $self->{port})
     }, 10);
     die "nginx did not start:\n" . $self->log_tail unless $ok;
-    $self->wait_redis_ready if $self->{http} =~ /whatsapp_redis/
-                               || $self->{server} =~ /whatsapp_redis/;
+    $self->wait_redis_ready
+        if !$self->{no_wait} && "$self->{http} $self->{server}" =~ /whatsapp_redis/;
 }
 
 
