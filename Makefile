@@ -80,10 +80,9 @@ test-unit: $(UNIT_TESTS)
 # a short run on every test; longer runs: build/fuzz/<name> -max_total_time=600
 test-fuzz: $(FUZZERS)
 	@for f in $(FUZZERS); do \
-	    mkdir -p $(BUILD)/fuzz/corpus-$$(basename $$f); \
-	    $$f -max_total_time=10 -print_final_stats=0 \
-	        $(BUILD)/fuzz/corpus-$$(basename $$f) t/fuzz/seeds 2>&1 \
-	        | tail -n 1 || exit 1; \
+	    corpus=$(BUILD)/fuzz/corpus-$$(basename $$f); mkdir -p $$corpus; \
+	    if $$f -max_total_time=10 $$corpus t/fuzz/seeds > $$f.log 2>&1; \
+	    then tail -n 1 $$f.log; else cat $$f.log; exit 1; fi; \
 	done
 
 test-module: $(MODULE_SO)

@@ -3,8 +3,8 @@
  * pipelined commands with deadlines, and reconnect with backoff.
  *
  * States: DOWN --timer--> CONNECTING --PING answered--> READY.  Commands
- * are accepted in READY only, so a request never waits on a connection
- * that may not come: while Redis is away callers answer 503 at once.
+ * are refused in DOWN, so while Redis is away callers answer 503 at once
+ * instead of waiting on a connection that may not come.
  * Any failure (connect error, lost connection, a command past its
  * deadline) frees the hiredis context, which answers every command still
  * in flight as lost, and schedules the next attempt.
@@ -118,7 +118,12 @@ ngx_http_whatsapp_redis_send(ngx_http_whatsapp_redis_t *rd, int argc,
 {
     ngx_http_whatsapp_redis_cmd_t  *cmd;
 
-    if (rd->state != NGX_HTTP_WHATSAPP_REDIS_READY) {
+    /*
+     * While the handshake is in flight hiredis queues commands behind it,
+     * so a worker that has just started (or reloaded) serves at once;
+     * should the handshake fail, they are answered as lost.
+     */
+    if (rd->state == NGX_HTTP_WHATSAPP_REDIS_DOWN) {
         return NGX_DECLINED;
     }
 
