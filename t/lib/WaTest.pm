@@ -75,6 +75,9 @@ sub run_cases {
 # a server going away must fail a request, not kill the test
 $SIG{PIPE} = 'IGNORE';
 
+# interrupted: exit normally so every started server is stopped (DESTROY)
+$SIG{INT} = $SIG{TERM} = sub { exit 130 };
+
 my %taken;
 
 # A port nobody listens on; remembered so two servers never get the same.
