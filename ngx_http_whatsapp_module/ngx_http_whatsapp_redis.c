@@ -36,6 +36,7 @@ static void ngx_http_whatsapp_redis_on_disconnect(const redisAsyncContext *ac,
     int status);
 static void ngx_http_whatsapp_redis_reset(ngx_http_whatsapp_redis_t *rd,
     const char *why);
+static void ngx_http_whatsapp_redis_down(ngx_http_whatsapp_redis_t *rd);
 static void ngx_http_whatsapp_redis_schedule(ngx_http_whatsapp_redis_t *rd);
 static void ngx_http_whatsapp_redis_timer_handler(ngx_event_t *ev);
 static void ngx_http_whatsapp_redis_reply(redisAsyncContext *ac, void *reply,
@@ -68,6 +69,7 @@ ngx_http_whatsapp_redis_init_worker(ngx_http_whatsapp_redis_t *rd,
         cmds[i].next = (i + 1 < rd->max_pending) ? &cmds[i + 1] : NULL;
     }
 
+    rd->cmds = cmds;
     rd->free = cmds;
     rd->ac = NULL;
     rd->state = NGX_HTTP_WHATSAPP_REDIS_DOWN;
@@ -90,21 +92,26 @@ ngx_http_whatsapp_redis_init_worker(ngx_http_whatsapp_redis_t *rd,
 void
 ngx_http_whatsapp_redis_exit_worker(ngx_http_whatsapp_redis_t *rd)
 {
+    ngx_uint_t          i;
     redisAsyncContext  *ac;
+
+    /*
+     * A graceful exit waits for every deadline, so commands are left only
+     * when terminating: their requests die with the process, unanswered.
+     */
+    for (i = 0; i < rd->max_pending; i++) {
+        rd->cmds[i].data = NULL;
+    }
+
+    ac = rd->ac;
+
+    ngx_http_whatsapp_redis_down(rd);
 
     if (rd->timer.timer_set) {
         ngx_del_timer(&rd->timer);
     }
 
-    ac = rd->ac;
-
     if (ac) {
-        if (rd->state == NGX_HTTP_WHATSAPP_REDIS_READY) {
-            ngx_http_whatsapp_status_redis_connected(-1);
-        }
-
-        rd->ac = NULL;
-        rd->state = NGX_HTTP_WHATSAPP_REDIS_DOWN;
         redisAsyncFree(ac);
     }
 }
@@ -295,14 +302,7 @@ ngx_http_whatsapp_redis_on_connect(const redisAsyncContext *ac, int status)
 
     ngx_http_whatsapp_status_redis_error(NGX_HTTP_WHATSAPP_REDIS_ERR_CONNECT);
 
-    rd->ac = NULL;
-    rd->state = NGX_HTTP_WHATSAPP_REDIS_DOWN;
-
-    if (rd->timer.timer_set) {
-        ngx_del_timer(&rd->timer);
-    }
-
-    ngx_http_whatsapp_redis_schedule(rd);
+    ngx_http_whatsapp_redis_down(rd);
 }
 
 
@@ -324,18 +324,7 @@ ngx_http_whatsapp_redis_on_disconnect(const redisAsyncContext *ac,
 
     ngx_http_whatsapp_status_redis_error(NGX_HTTP_WHATSAPP_REDIS_ERR_LOST);
 
-    if (rd->state == NGX_HTTP_WHATSAPP_REDIS_READY) {
-        ngx_http_whatsapp_status_redis_connected(-1);
-    }
-
-    rd->ac = NULL;
-    rd->state = NGX_HTTP_WHATSAPP_REDIS_DOWN;
-
-    if (rd->timer.timer_set) {
-        ngx_del_timer(&rd->timer);
-    }
-
-    ngx_http_whatsapp_redis_schedule(rd);
+    ngx_http_whatsapp_redis_down(rd);
 }
 
 
@@ -353,11 +342,25 @@ ngx_http_whatsapp_redis_reset(ngx_http_whatsapp_redis_t *rd, const char *why)
                       "whatsapp: Redis %V %s, reconnecting", &rd->name, why);
     }
 
+    ac = rd->ac;
+
+    ngx_http_whatsapp_redis_down(rd);
+
+    if (ac) {
+        /* deferred by hiredis until its current callback returns */
+        redisAsyncFree(ac);
+    }
+}
+
+
+/* The context is gone or going: forget it and plan the next attempt. */
+static void
+ngx_http_whatsapp_redis_down(ngx_http_whatsapp_redis_t *rd)
+{
     if (rd->state == NGX_HTTP_WHATSAPP_REDIS_READY) {
         ngx_http_whatsapp_status_redis_connected(-1);
     }
 
-    ac = rd->ac;
     rd->ac = NULL;
     rd->state = NGX_HTTP_WHATSAPP_REDIS_DOWN;
 
@@ -366,11 +369,6 @@ ngx_http_whatsapp_redis_reset(ngx_http_whatsapp_redis_t *rd, const char *why)
     }
 
     ngx_http_whatsapp_redis_schedule(rd);
-
-    if (ac) {
-        /* deferred by hiredis until its current callback returns */
-        redisAsyncFree(ac);
-    }
 }
 
 

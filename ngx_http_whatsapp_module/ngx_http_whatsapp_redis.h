@@ -51,7 +51,8 @@ typedef struct {
     ngx_http_whatsapp_redis_state_e    state;
     ngx_event_t                        timer;       /* backoff or connect */
     ngx_msec_t                         backoff;
-    ngx_http_whatsapp_redis_cmd_t     *free;        /* unused command slots */
+    ngx_http_whatsapp_redis_cmd_t     *cmds;        /* max_pending slots */
+    ngx_http_whatsapp_redis_cmd_t     *free;        /* the unused ones */
     ngx_log_t                         *log;
 } ngx_http_whatsapp_redis_t;
 

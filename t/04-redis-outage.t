@@ -50,6 +50,16 @@ is_deeply([ sort split ' ', `pgrep -P ${\ $nginx->pid}` ], \@workers,
 ok(scalar(grep { $_->{body} eq $text } @{ $redis->events }) >= 1,
    'the new delivery is in the restarted Redis');
 
+# --- Redis full (maxmemory reached, noeviction): refused, not lost
+$redis->cmd('CONFIG', 'SET', 'maxmemory-policy', 'noeviction');
+$redis->cmd('CONFIG', 'SET', 'maxmemory', '1');
+my $full = deliver();
+is($full->{status}, 503, 'Redis out of memory: 503');
+is($full->{headers}{'retry-after'}, '1', 'Redis out of memory: Retry-After');
+like($nginx->error_log, qr/Redis refused XADD: OOM/, 'the refusal is logged');
+$redis->cmd('CONFIG', 'SET', 'maxmemory', '0');
+is(deliver()->{status}, 200, 'memory freed: 200 on the same connection');
+
 # --- Redis frozen: no answer within whatsapp_redis_timeout
 $redis->freeze;
 my $res = deliver();
@@ -75,6 +85,9 @@ like(http_request($nginx->port, GET => '/status')->{body},
 like(http_request($nginx->port, GET => '/status')->{body},
      qr/whatsapp_redis_errors_total\{kind="lost"\} [1-9]/,
      'lost connections are counted');
+like(http_request($nginx->port, GET => '/status')->{body},
+     qr/whatsapp_redis_errors_total\{kind="reply"\} [1-9]/,
+     'error replies are counted');
 like($nginx->error_log, qr/Redis \S+ did not answer a command in time/,
      'the stall is logged');
 

@@ -60,4 +60,24 @@ is_deeply([ sort split ' ', `pgrep -P ${\ $nginx->pid}` ], \@workers,
 
 $nginx->stop;
 $nginx->check_logs('abort');
+
+# --- fast shutdown (SIGTERM) while commands are in flight
+my $fast = WaTest::Nginx->start(
+    http   => "whatsapp_redis " . $redis->addr . ";",
+    server => webhook_location(extra => 'whatsapp_redis_timeout 5s;'));
+$redis->freeze;
+my @held = map {
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                  PeerPort => $fast->port) or die $!;
+    syswrite $s, $post;
+    $s;
+} 1 .. 10;
+sleep 0.3;
+WaTest::Process::stop(delete $fast->{pid}, 'TERM', 10);
+$redis->thaw;
+my $answered = grep { my $buf = ''; sysread($_, $buf, 100); $buf =~ /^HTTP/ }
+               @held;
+is($answered, 0, 'terminating: requests in flight get no false 200');
+$fast->check_logs('terminate with commands in flight');
+
 done_testing;

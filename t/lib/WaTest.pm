@@ -25,7 +25,8 @@ use WaTest::Nginx;
 use WaTest::Redis;
 
 our @EXPORT = qw(free_port sign signed_post http_request http_raw
-                 http_parallel wait_until run_cases fixture webhook_location);
+                 http_parallel wait_until run_cases fixture slurp
+                 webhook_location);
 
 
 # The usual webhook location; extra directives go inside it.
@@ -39,11 +40,18 @@ sub webhook_location {
 }
 
 
-sub fixture {
-    my ($name) = @_;
-    open my $f, '<:raw', "t/fixtures/$name" or die "fixture $name: $!";
+# A whole file's bytes, or undef if it cannot be read.
+sub slurp {
+    my ($path) = @_;
+    open my $f, '<:raw', $path or return undef;
     local $/;
     return scalar <$f>;
+}
+
+
+sub fixture {
+    my ($name) = @_;
+    return slurp("t/fixtures/$name") // die "fixture $name: $!";
 }
 
 

@@ -172,9 +172,7 @@ sub pid { $_[0]{pid} }
 
 sub error_log {
     my ($self) = @_;
-    open my $f, '<', "$self->{dir}/logs/error.log" or return '';
-    local $/;
-    return scalar <$f>;
+    return WaTest::slurp("$self->{dir}/logs/error.log") // '';
 }
 
 
@@ -206,9 +204,7 @@ sub check_logs {
     my ($self, $name) = @_;
     my @bad = grep { /\[(alert|crit|emerg)\]/ } split /\n/, $self->error_log;
     for my $f (glob "$self->{dir}/sanitizer/* $self->{dir}/logs/stderr.log") {
-        open my $fh, '<', $f or next;
-        local $/;
-        my $text = <$fh> // '';
+        my $text = WaTest::slurp($f) // '';
         push @bad, "$f:\n$text" if $text =~ /ERROR: AddressSanitizer|runtime error:/;
         push @bad, "$f:\n$_" for our_leaks($text);
     }
