@@ -26,6 +26,7 @@ struct wa_hmac_key_s {
 
 
 static int wa_hex_value(unsigned char c);
+static unsigned char *wa_escape_unit(unsigned char *p, unsigned long unit);
 
 
 wa_hmac_key_t *
@@ -196,6 +197,84 @@ wa_challenge_is_plain(const unsigned char *s, size_t len)
     }
 
     return 1;
+}
+
+
+long
+wa_unicode_escape(const unsigned char *in, size_t len, unsigned char *out)
+{
+    size_t          i, n, k;
+    unsigned char  *p, c;
+    unsigned long   cp, min;
+
+    p = out;
+
+    for (i = 0; i < len; i += n) {
+        c = in[i];
+
+        if (c < 0x80) {
+            *p++ = c;
+            n = 1;
+            continue;
+        }
+
+        if ((c & 0xe0) == 0xc0) {
+            n = 2; cp = c & 0x1f; min = 0x80;
+
+        } else if ((c & 0xf0) == 0xe0) {
+            n = 3; cp = c & 0x0f; min = 0x800;
+
+        } else if ((c & 0xf8) == 0xf0) {
+            n = 4; cp = c & 0x07; min = 0x10000;
+
+        } else {
+            return -1;
+        }
+
+        if (i + n > len) {
+            return -1;
+        }
+
+        for (k = 1; k < n; k++) {
+            if ((in[i + k] & 0xc0) != 0x80) {
+                return -1;
+            }
+
+            cp = cp << 6 | (in[i + k] & 0x3f);
+        }
+
+        /* overlong forms, surrogates and beyond U+10FFFF are not UTF-8 */
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
+            return -1;
+        }
+
+        if (cp < 0x10000) {
+            p = wa_escape_unit(p, cp);
+
+        } else {
+            cp -= 0x10000;
+            p = wa_escape_unit(p, 0xd800 | (cp >> 10));
+            p = wa_escape_unit(p, 0xdc00 | (cp & 0x3ff));
+        }
+    }
+
+    return (long) (p - out);
+}
+
+
+static unsigned char *
+wa_escape_unit(unsigned char *p, unsigned long unit)
+{
+    static const char  hex[] = "0123456789abcdef";
+
+    *p++ = '\\';
+    *p++ = 'u';
+    *p++ = hex[(unit >> 12) & 0xf];
+    *p++ = hex[(unit >> 8) & 0xf];
+    *p++ = hex[(unit >> 4) & 0xf];
+    *p++ = hex[unit & 0xf];
+
+    return p;
 }
 
 

@@ -39,6 +39,19 @@ int wa_signature_match(const unsigned char digest[WA_SHA256_LEN],
     const unsigned char *body, size_t len, wa_hmac_key_t *const *keys,
     size_t nkeys);
 
+/*
+ * Meta signs "an escaped unicode version of the payload": non-ASCII
+ * characters as \uXXXX (lowercase hex, UTF-16 surrogate pairs).  Bodies
+ * arrive escaped already; should one arrive with raw UTF-8 (a proxy that
+ * decoded it), its signature is over the escaped form.  Writes that form
+ * into out (room for 3 * len bytes) and returns its length, or -1 when the
+ * input is not valid UTF-8.
+ */
+#define WA_ESCAPED_MAX(len)  (3 * (len))
+
+long wa_unicode_escape(const unsigned char *in, size_t len,
+    unsigned char *out);
+
 /* Signs a body the way Meta does, for tests and tools: 0 or -1. */
 int wa_signature_compute(wa_hmac_key_t *key, const unsigned char *body,
     size_t len, unsigned char digest[WA_SHA256_LEN]);

@@ -24,6 +24,8 @@ static ngx_int_t ngx_http_whatsapp_arg(ngx_http_request_t *r, char *name,
 static ngx_int_t ngx_http_whatsapp_signature(ngx_http_request_t *r,
     u_char digest[WA_SHA256_LEN]);
 static void ngx_http_whatsapp_body_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_whatsapp_verify(ngx_http_request_t *r,
+    ngx_http_whatsapp_webhook_ctx_t *ctx, ngx_str_t *body);
 static ngx_int_t ngx_http_whatsapp_body_bytes(ngx_http_request_t *r,
     ngx_str_t *body);
 static ngx_int_t ngx_http_whatsapp_enqueue(ngx_http_request_t *r,
@@ -231,10 +233,8 @@ ngx_http_whatsapp_body_handler(ngx_http_request_t *r)
 {
     ngx_int_t                         rc;
     ngx_str_t                         body;
-    ngx_http_whatsapp_loc_conf_t     *wlcf;
     ngx_http_whatsapp_webhook_ctx_t  *ctx;
 
-    wlcf = ngx_http_get_module_loc_conf(r, ngx_http_whatsapp_module);
     ctx = ngx_http_get_module_ctx(r, ngx_http_whatsapp_module);
 
     if (ngx_http_whatsapp_body_bytes(r, &body) != NGX_OK) {
@@ -249,10 +249,7 @@ ngx_http_whatsapp_body_handler(ngx_http_request_t *r)
         goto done;
     }
 
-    switch (wa_signature_match(ctx->digest, body.data, body.len,
-                               wlcf->app_secrets->elts,
-                               wlcf->app_secrets->nelts))
-    {
+    switch (ngx_http_whatsapp_verify(r, ctx, &body)) {
     case -1:
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       "whatsapp: webhook signature does not match any "
@@ -277,6 +274,63 @@ done:
     if (rc != NGX_DONE) {
         ngx_http_finalize_request(r, rc);
     }
+}
+
+
+/*
+ * The signature is over the body as Meta escaped it; a body carrying raw
+ * UTF-8 (decoded on the way by some proxy) is checked again in escaped
+ * form.  The body enqueued stays the bytes received.
+ */
+static ngx_int_t
+ngx_http_whatsapp_verify(ngx_http_request_t *r,
+    ngx_http_whatsapp_webhook_ctx_t *ctx, ngx_str_t *body)
+{
+    int                            rc;
+    long                           len;
+    u_char                        *escaped, *p;
+    ngx_http_whatsapp_loc_conf_t  *wlcf;
+
+    wlcf = ngx_http_get_module_loc_conf(r, ngx_http_whatsapp_module);
+
+    rc = wa_signature_match(ctx->digest, body->data, body->len,
+                            wlcf->app_secrets->elts,
+                            wlcf->app_secrets->nelts);
+    if (rc != -1) {
+        return rc;
+    }
+
+    for (p = body->data; p < body->data + body->len; p++) {
+        if (*p >= 0x80) {
+            break;
+        }
+    }
+
+    if (p == body->data + body->len) {
+        return -1;
+    }
+
+    escaped = ngx_pnalloc(r->pool, WA_ESCAPED_MAX(body->len));
+    if (escaped == NULL) {
+        return -2;
+    }
+
+    len = wa_unicode_escape(body->data, body->len, escaped);
+    if (len < 0) {
+        return -1;
+    }
+
+    rc = wa_signature_match(ctx->digest, escaped, len,
+                            wlcf->app_secrets->elts,
+                            wlcf->app_secrets->nelts);
+
+    if (rc >= 0) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "whatsapp: signature matches the \\u-escaped form of "
+                      "a body with raw UTF-8");
+    }
+
+    return rc;
 }
 
 

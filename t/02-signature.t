@@ -104,6 +104,21 @@ for my $name (sort keys %bodies) {
     }
 }
 
+# raw UTF-8 on the wire, signed (as Meta does) over the \u-escaped form
+my $raw = fixture('utf8.json');
+(my $escaped = $raw) =~ s{([\xc0-\xf7][\x80-\xbf]+)}{
+    join '', map { $_ < 0x10000 ? sprintf('\\u%04x', $_)
+                   : sprintf('\\u%04x\\u%04x', 0xd800 + (($_ - 0x10000) >> 10),
+                             0xdc00 + (($_ - 0x10000) & 0x3ff)) }
+             unpack 'U*', do { my $c = $1; utf8::decode($c); $c } }ge;
+isnt($escaped, $raw, 'the escaped form differs from the raw body');
+my $res = post('/webhook', { 'X-Hub-Signature-256' => sign('new-secret', $escaped) },
+               $raw);
+is($res->{status}, 200, 'raw UTF-8 body signed over its \u-escaped form: 200');
+is(last_event()->{body}, $raw, '... enqueued as received, raw UTF-8');
+is(post('/webhook', { 'X-Hub-Signature-256' => sign('other', $escaped) },
+        $raw)->{status}, 401, '... and a wrong secret is still refused');
+
 # upper-case hex is the same signature
 my $upper = 'sha256=' . uc substr(sign('new-secret', $text), 7);
 is(post('/webhook', { 'X-Hub-Signature-256' => $upper }, $text)->{status},
@@ -115,8 +130,8 @@ my $big = '{"object":"whatsapp_business_account","entry":[' . join(',',
           . qq({"text":"\\u00e9\\/) . ('é' x 40) . qq("}}]}) } 1 .. 14000)
     . ']}';
 ok(length($big) > 2_000_000, 'big body is over 2 MB (' . length($big) . ')');
-my $res = post('/webhook', { 'X-Hub-Signature-256' => sign('old-secret', $big) },
-               $big);
+$res = post('/webhook', { 'X-Hub-Signature-256' => sign('old-secret', $big) },
+            $big);
 is($res->{status}, 200, '2 MB body: 200');
 my $ev = last_event();
 ok($ev->{body} eq $big, '2 MB body from a temp file is byte-exact in Redis');
@@ -137,7 +152,7 @@ is(post('/prefixed', { 'X-Hub-Signature-256' => sign('s', $text) },
 is(last_event('{tenant1}:events')->{body}, $text,
    'whatsapp_redis_prefix names the stream');
 
-is($len->(), 2 * keys(%bodies) + 3, 'exactly the accepted deliveries are in '
+is($len->(), 2 * keys(%bodies) + 4, 'exactly the accepted deliveries are in '
    . 'the stream');
 
 $nginx->stop;

@@ -128,6 +128,34 @@ test_challenge(void)
 }
 
 
+static void
+test_unicode_escape(void)
+{
+    long           n;
+    unsigned char  out[64];
+
+#define ESCAPES(in, want)                                                 \
+    n = wa_unicode_escape(S(in), out);                                   \
+    ok(n == (long) sizeof(want) - 1 && memcmp(out, want, n) == 0,        \
+       "escape %s", want)
+
+    ESCAPES("plain \\/ ascii", "plain \\/ ascii");
+    ESCAPES("\xc3\xa4\xc3\xb6\xc3\xa5", "\\u00e4\\u00f6\\u00e5");
+    ESCAPES("caf\xc3\xa9", "caf\\u00e9");
+    ESCAPES("\xe2\x80\x94", "\\u2014");
+    ESCAPES("\xf0\x9f\x98\x80", "\\ud83d\\ude00");
+    ESCAPES("\xf4\x8f\xbf\xbf", "\\udbff\\udfff");
+
+    ok(wa_unicode_escape(S("\xc3"), out) == -1, "truncated sequence");
+    ok(wa_unicode_escape(S("\x80"), out) == -1, "lone continuation byte");
+    ok(wa_unicode_escape(S("\xc0\xaf"), out) == -1, "overlong '/'");
+    ok(wa_unicode_escape(S("\xed\xa0\x80"), out) == -1, "UTF-8 surrogate");
+    ok(wa_unicode_escape(S("\xf4\x90\x80\x80"), out) == -1,
+       "beyond U+10FFFF");
+    ok(wa_unicode_escape(S("\xff"), out) == -1, "0xff");
+}
+
+
 int
 main(void)
 {
@@ -135,6 +163,7 @@ main(void)
     test_match();
     test_secret_equal();
     test_challenge();
+    test_unicode_escape();
 
     return done_testing();
 }
