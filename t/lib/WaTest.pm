@@ -22,6 +22,7 @@ use Socket qw(SOL_SOCKET SO_LINGER);
 use Time::HiRes qw(time sleep);
 
 use WaTest::Nginx;
+use WaTest::Postgres;
 use WaTest::Redis;
 
 our @EXPORT = qw(free_port sign signed_post http_request http_raw
