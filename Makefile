@@ -18,7 +18,7 @@ CFLAGS_TEST := -g -O1 -Wall -Wextra -Werror $(SANITIZE) -Icommon
 # What building, running and testing need, all from Debian.
 DEB_PKGS := nginx nginx-dev libhiredis-dev libyajl-dev libpq-dev \
             libcurl4-openssl-dev libssl-dev redis-server redis-tools \
-            postgresql gcc make clang libclang-rt-14-dev curl wrk \
+            postgresql libinih-dev gcc make clang libclang-rt-14-dev curl wrk \
             perl
 
 MODULE_SRCS := config $(wildcard ngx_http_whatsapp_module/*.[ch]) \
@@ -39,7 +39,7 @@ deps:
 	        apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 
-build: $(MODULE_SO)
+build: $(MODULE_SO) $(WORKER)
 
 # $(1): output .so, $(2): build dir, $(3): extra compiler/linker flags
 define ngx_module_build
@@ -68,6 +68,22 @@ $(BUILD)/fuzz/%: t/fuzz/%.c common/*.c common/*.h | deps
 	mkdir -p $(BUILD)/fuzz
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -Icommon -o $@ \
 	    $< common/*.c -lcrypto
+
+# whatsapp-worker: a plain build for `make run`, a sanitized one for tests
+WORKER_SRCS := $(wildcard worker/*.c)
+WORKER_DEPS := $(WORKER_SRCS) $(wildcard worker/*.h)
+WORKER_LIBS := -lhiredis -lpq -lyajl -linih
+WORKER      := $(BUILD)/whatsapp-worker
+WORKER_ASAN := $(BUILD)/asan/whatsapp-worker
+WORKER_CFLAGS := -Wall -Wextra -Werror -Iworker -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
+
+$(WORKER): $(WORKER_DEPS) | deps
+	mkdir -p $(BUILD)
+	cc -g -O2 $(WORKER_CFLAGS) -o $@ $(WORKER_SRCS) $(WORKER_LIBS)
+
+$(WORKER_ASAN): $(WORKER_DEPS) | deps
+	mkdir -p $(BUILD)/asan
+	cc -g -O1 $(SANITIZE) $(WORKER_CFLAGS) -o $@ $(WORKER_SRCS) $(WORKER_LIBS)
 
 UNIT_TESTS := $(patsubst t/unit/%.c,$(BUILD)/unit/%,$(wildcard t/unit/*.c))
 FUZZERS    := $(patsubst t/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard t/fuzz/*.c))

@@ -135,7 +135,7 @@ CREATE TABLE webhook_log (
     received_at           timestamptz NOT NULL,
     stream_id             text NOT NULL,
     request_id            text,
-    body                  text NOT NULL,
+    body                  bytea NOT NULL,     -- the bytes received
     result                text NOT NULL,      -- ok, unknown, invalid, dead
     error                 text,
     PRIMARY KEY (stream_id, received_at)

@@ -58,7 +58,7 @@ AS $$
 $$;
 
 
-CREATE FUNCTION wa_apply_batch(batch jsonb, bodies text[])
+CREATE FUNCTION wa_apply_batch(batch jsonb, bodies bytea[])
 RETURNS integer LANGUAGE plpgsql
 AS $$
 DECLARE
@@ -82,7 +82,8 @@ BEGIN
     INSERT INTO webhook_log (received_at, stream_id, request_id, body, result,
                              error)
     SELECT DISTINCT ON (e->>'stream_id')
-           to_timestamp((e->>'rcvd')::bigint / 1000.0), e->>'stream_id',
+           coalesce(to_timestamp((e->>'rcvd')::bigint / 1000.0), now()),
+           e->>'stream_id',
            e->>'rid', bodies[(e->>'body')::integer], e->>'result', e->>'error'
     FROM jsonb_array_elements(batch->'deliveries') e
     ORDER BY e->>'stream_id'

@@ -1,0 +1,252 @@
+/*
+ * Configuration: one table drives defaults, the file, the environment and
+ * --check-config's listing.
+ */
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <ini.h>
+
+#include "wa_config.h"
+#include "wa_log.h"
+
+
+typedef enum { WA_CF_STR, WA_CF_INT } wa_config_type_e;
+
+typedef struct {
+    const char        *section;
+    const char        *name;
+    wa_config_type_e   type;
+    size_t             offset;
+    size_t             size;        /* strings */
+    const char        *dflt;
+    int                min, max;    /* integers */
+    int                secret;
+} wa_config_item_t;
+
+
+#define WA_STR(sec, nm, field, d, secret)                                  \
+    { sec, nm, WA_CF_STR, offsetof(wa_config_t, field),                    \
+      sizeof(((wa_config_t *) 0)->field), d, 0, 0, secret }
+#define WA_INT(sec, nm, field, d, lo, hi)                                  \
+    { sec, nm, WA_CF_INT, offsetof(wa_config_t, field), 0, d, lo, hi, 0 }
+
+static const wa_config_item_t  wa_config_items[] = {
+    WA_STR("redis", "host", redis_host, "127.0.0.1", 0),
+    WA_INT("redis", "port", redis_port, "6379", 0, 65535),
+    WA_STR("redis", "password", redis_password, "", 1),
+    WA_INT("redis", "db", redis_db, "0", 0, 1 << 20),
+    WA_STR("redis", "prefix", redis_prefix, "wa:", 0),
+    WA_STR("postgres", "conninfo", postgres_conninfo, "dbname=wa", 1),
+    WA_STR("worker", "consumer", worker_consumer, "", 0),
+    WA_INT("worker", "batch", worker_batch, "500", 1, 10000),
+    WA_INT("worker", "block_ms", worker_block_ms, "1000", 10, 60000),
+    WA_INT("worker", "claim_idle_ms", worker_claim_idle_ms, "60000", 100,
+           86400000),
+    WA_INT("worker", "max_deliveries", worker_max_deliveries, "5", 1, 1000),
+    WA_INT("worker", "updates_maxlen", worker_updates_maxlen, "100000", 100,
+           100000000),
+    WA_INT("worker", "webhook_log_retention_days", worker_log_retention_days,
+           "30", 1, 3650),
+    WA_STR("worker", "log_level", worker_log_level, "info", 0),
+    WA_STR("worker", "sql_dir", worker_sql_dir, "/usr/share/whatsapp/sql", 0),
+};
+
+#define WA_CONFIG_N  (sizeof(wa_config_items) / sizeof(wa_config_items[0]))
+
+
+typedef struct {
+    wa_config_t  *cf;
+    char         *err;
+    size_t        errlen;
+    const char   *origin;
+} wa_config_ctx_t;
+
+
+static int
+wa_config_set(wa_config_t *cf, const wa_config_item_t *it, const char *value,
+    char *err, size_t errlen, const char *origin)
+{
+    long   n;
+    char  *end;
+
+    if (it->type == WA_CF_STR) {
+        if (strlen(value) >= it->size) {
+            snprintf(err, errlen, "%s: %s.%s is too long", origin,
+                     it->section, it->name);
+            return -1;
+        }
+
+        strcpy((char *) cf + it->offset, value);
+        return 0;
+    }
+
+    errno = 0;
+    n = strtol(value, &end, 10);
+
+    if (errno || end == value || *end != '\0' || n < it->min || n > it->max) {
+        snprintf(err, errlen, "%s: %s.%s must be an integer from %d to %d, "
+                 "not \"%s\"", origin, it->section, it->name, it->min,
+                 it->max, value);
+        return -1;
+    }
+
+    *(int *) ((char *) cf + it->offset) = (int) n;
+
+    return 0;
+}
+
+
+static const wa_config_item_t *
+wa_config_find(const char *section, const char *name)
+{
+    size_t  i;
+
+    for (i = 0; i < WA_CONFIG_N; i++) {
+        if (strcmp(wa_config_items[i].section, section) == 0
+            && strcmp(wa_config_items[i].name, name) == 0)
+        {
+            return &wa_config_items[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+static int
+wa_config_ini_handler(void *user, const char *section, const char *name,
+    const char *value)
+{
+    wa_config_ctx_t         *ctx = user;
+    const wa_config_item_t  *it;
+
+    it = wa_config_find(section, name);
+
+    if (it == NULL) {
+        snprintf(ctx->err, ctx->errlen, "%s: unknown setting [%s] %s",
+                 ctx->origin, section, name);
+        return 0;
+    }
+
+    return wa_config_set(ctx->cf, it, value, ctx->err, ctx->errlen,
+                         ctx->origin) == 0;
+}
+
+
+int
+wa_config_load(wa_config_t *cf, const char *path, char *err, size_t errlen)
+{
+    int               rc;
+    char              var[128], *p;
+    size_t            i;
+    const char       *value;
+    wa_config_ctx_t   ctx;
+    wa_log_level_e    level;
+
+    memset(cf, 0, sizeof(*cf));
+
+    for (i = 0; i < WA_CONFIG_N; i++) {
+        (void) wa_config_set(cf, &wa_config_items[i], wa_config_items[i].dflt,
+                             err, errlen, "default");
+    }
+
+    if (path) {
+        ctx.cf = cf;
+        ctx.err = err;
+        ctx.errlen = errlen;
+        ctx.origin = path;
+        err[0] = '\0';
+
+        rc = ini_parse(path, wa_config_ini_handler, &ctx);
+
+        if (rc == -1) {
+            snprintf(err, errlen, "cannot open %s: %s", path,
+                     strerror(errno));
+            return -1;
+        }
+
+        if (rc != 0) {
+            if (err[0] == '\0') {
+                snprintf(err, errlen, "%s:%d: syntax error", path, rc);
+
+            } else {
+                /* name the line as well */
+                size_t  len = strlen(err);
+                snprintf(err + len, errlen - len, " (line %d)", rc);
+            }
+
+            return -1;
+        }
+    }
+
+    for (i = 0; i < WA_CONFIG_N; i++) {
+        snprintf(var, sizeof(var), "WA_%s_%s", wa_config_items[i].section,
+                 wa_config_items[i].name);
+
+        for (p = var; *p; p++) {
+            *p = (char) toupper((unsigned char) *p);
+        }
+
+        value = getenv(var);
+
+        if (value && wa_config_set(cf, &wa_config_items[i], value, err,
+                                   errlen, var) != 0)
+        {
+            return -1;
+        }
+    }
+
+    if (wa_log_parse_level(cf->worker_log_level, &level) != 0) {
+        snprintf(err, errlen, "worker.log_level must be error, warn, info "
+                 "or debug, not \"%s\"", cf->worker_log_level);
+        return -1;
+    }
+
+    if (cf->worker_consumer[0] == '\0'
+        && gethostname(cf->worker_consumer, sizeof(cf->worker_consumer) - 1)
+           != 0)
+    {
+        snprintf(err, errlen, "worker.consumer is not set and the host "
+                 "name is unknown");
+        return -1;
+    }
+
+    return 0;
+}
+
+
+void
+wa_config_print(const wa_config_t *cf)
+{
+    size_t                   i;
+    const char              *section = "";
+    const wa_config_item_t  *it;
+
+    for (i = 0; i < WA_CONFIG_N; i++) {
+        it = &wa_config_items[i];
+
+        if (strcmp(section, it->section) != 0) {
+            section = it->section;
+            printf("%s[%s]\n", i ? "\n" : "", section);
+        }
+
+        if (it->type == WA_CF_INT) {
+            printf("%s = %d\n", it->name,
+                   *(const int *) ((const char *) cf + it->offset));
+
+        } else if (it->secret
+                   && *((const char *) cf + it->offset) != '\0')
+        {
+            printf("%s = (set, not shown)\n", it->name);
+
+        } else {
+            printf("%s = %s\n", it->name, (const char *) cf + it->offset);
+        }
+    }
+}

@@ -1,0 +1,50 @@
+/*
+ * PostgreSQL for the worker: migrations, applying a batch, draining the
+ * update outbox.  Blocking libpq on one connection: a batch is the unit
+ * of work and nothing else waits on it.
+ */
+
+#ifndef WA_DB_H
+#define WA_DB_H
+
+#include <libpq-fe.h>
+
+
+typedef enum {
+    WA_DB_OK = 0,
+    WA_DB_RETRY,            /* connection lost or transient: try again */
+    WA_DB_REJECT            /* the data was refused: will never pass */
+} wa_db_result_e;
+
+
+typedef struct {
+    PGconn  *conn;
+} wa_db_t;
+
+
+int wa_db_connect(wa_db_t *db, const char *conninfo);
+void wa_db_close(wa_db_t *db);
+
+/* Applies sql_dir's NNN_*.sql not yet applied, each in a transaction. */
+int wa_db_migrate(wa_db_t *db, const char *sql_dir);
+
+/* 0 when every migration in sql_dir is applied; logs what is missing. */
+int wa_db_check_schema(wa_db_t *db, const char *sql_dir);
+
+/* SELECT wa_apply_batch(json, ARRAY[bodies]) in one transaction. */
+wa_db_result_e wa_db_apply(wa_db_t *db, const char *json, int n,
+    const char **bodies, const int *lens, char *err, size_t errlen);
+
+/*
+ * Takes up to limit outbox rows (locked: another worker skips them) into
+ * *rows, in a transaction that wa_db_outbox_done() commits (deleting
+ * them) or wa_db_outbox_abort() rolls back.
+ */
+wa_db_result_e wa_db_outbox_take(wa_db_t *db, int limit, PGresult **rows);
+wa_db_result_e wa_db_outbox_done(wa_db_t *db, PGresult *rows);
+void wa_db_outbox_abort(wa_db_t *db);
+
+/* Webhook log partitions: today's and tomorrow's, old ones dropped. */
+wa_db_result_e wa_db_retain(wa_db_t *db, int days);
+
+#endif /* WA_DB_H */

@@ -1,0 +1,378 @@
+/*
+ * Redis streams for the worker; see wa_redis.h.
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "wa_log.h"
+#include "wa_redis.h"
+
+
+/*
+ * KEYS[1] = wa:updates (stream and channel), ARGV[1] = cap, then pairs
+ * of event name and JSON data.  The stream id becomes the SSE id.
+ */
+static const char  wa_publish_script[] =
+    "local n = 0\n"
+    "for i = 2, #ARGV, 2 do\n"
+    "  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',\n"
+    "                        'event', ARGV[i], 'data', ARGV[i + 1])\n"
+    "  redis.call('PUBLISH', KEYS[1], id .. ' {\"event\":\"' .. ARGV[i]\n"
+    "                                    .. '\",\"data\":' .. ARGV[i + 1] .. '}')\n"
+    "  n = n + 1\n"
+    "end\n"
+    "return n\n";
+
+
+static int wa_redis_ok(wa_redis_t *r, redisReply *reply, const char *what);
+static int wa_redis_entries(redisReply *list, wa_entry_t **entries);
+
+
+int
+wa_redis_connect(wa_redis_t *r, const wa_config_t *cf)
+{
+    struct timeval  tv = { 2, 0 };
+    redisReply     *reply;
+
+    r->cf = cf;
+    snprintf(r->events, sizeof(r->events), "%sevents", cf->redis_prefix);
+    snprintf(r->dead, sizeof(r->dead), "%sdead", cf->redis_prefix);
+    snprintf(r->updates, sizeof(r->updates), "%supdates", cf->redis_prefix);
+
+    r->c = (cf->redis_host[0] == '/')
+           ? redisConnectUnixWithTimeout(cf->redis_host, tv)
+           : redisConnectWithTimeout(cf->redis_host, cf->redis_port, tv);
+
+    if (r->c == NULL || r->c->err) {
+        wa_log_error("redis %s:%d: %s", cf->redis_host, cf->redis_port,
+                     r->c ? r->c->errstr : "out of memory");
+        wa_redis_close(r);
+        return -1;
+    }
+
+    if (cf->redis_password[0]) {
+        reply = redisCommand(r->c, "AUTH %s", cf->redis_password);
+        if (!wa_redis_ok(r, reply, "AUTH")) {
+            return -1;
+        }
+    }
+
+    if (cf->redis_db) {
+        reply = redisCommand(r->c, "SELECT %d", cf->redis_db);
+        if (!wa_redis_ok(r, reply, "SELECT")) {
+            return -1;
+        }
+    }
+
+    /* the group reads the stream from its start: nothing enqueued before
+     * the first worker ran is skipped */
+    reply = redisCommand(r->c, "XGROUP CREATE %s %s 0 MKSTREAM", r->events,
+                         WA_REDIS_GROUP);
+
+    if (reply && reply->type == REDIS_REPLY_ERROR
+        && strncmp(reply->str, "BUSYGROUP", 9) == 0)
+    {
+        freeReplyObject(reply);
+        return 0;
+    }
+
+    return wa_redis_ok(r, reply, "XGROUP CREATE") ? 0 : -1;
+}
+
+
+void
+wa_redis_close(wa_redis_t *r)
+{
+    if (r->c) {
+        redisFree(r->c);
+        r->c = NULL;
+    }
+}
+
+
+/* Frees the reply; on failure logs it and, if the link broke, closes. */
+static int
+wa_redis_ok(wa_redis_t *r, redisReply *reply, const char *what)
+{
+    if (reply == NULL) {
+        wa_log_error("redis %s: %s", what, r->c->errstr);
+        wa_redis_close(r);
+        return 0;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        wa_log_error("redis %s: %s", what, reply->str);
+        freeReplyObject(reply);
+        return 0;
+    }
+
+    freeReplyObject(reply);
+    return 1;
+}
+
+
+int
+wa_redis_read(wa_redis_t *r, int pending, redisReply **reply,
+    wa_entry_t **entries)
+{
+    redisReply  *rep;
+
+    *entries = NULL;
+
+    rep = redisCommand(r->c, "XREADGROUP GROUP %s %s COUNT %d BLOCK %d "
+                       "STREAMS %s %s", WA_REDIS_GROUP,
+                       r->cf->worker_consumer, r->cf->worker_batch,
+                       r->cf->worker_block_ms, r->events,
+                       pending ? "0" : ">");
+    *reply = rep;
+
+    if (rep == NULL) {
+        wa_log_error("redis XREADGROUP: %s", r->c->errstr);
+        wa_redis_close(r);
+        return -1;
+    }
+
+    if (rep->type == REDIS_REPLY_ERROR) {
+        wa_log_error("redis XREADGROUP: %s", rep->str);
+        return -1;
+    }
+
+    /* nil on timeout; else [[stream, [entries]]] */
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements == 0
+        || rep->element[0]->type != REDIS_REPLY_ARRAY
+        || rep->element[0]->elements != 2)
+    {
+        return 0;
+    }
+
+    return wa_redis_entries(rep->element[0]->element[1], entries);
+}
+
+
+int
+wa_redis_claim(wa_redis_t *r, redisReply **reply, wa_entry_t **entries)
+{
+    redisReply  *rep;
+
+    *entries = NULL;
+
+    rep = redisCommand(r->c, "XAUTOCLAIM %s %s %s %d 0-0 COUNT %d",
+                       r->events, WA_REDIS_GROUP, r->cf->worker_consumer,
+                       r->cf->worker_claim_idle_ms, r->cf->worker_batch);
+    *reply = rep;
+
+    if (rep == NULL) {
+        wa_log_error("redis XAUTOCLAIM: %s", r->c->errstr);
+        wa_redis_close(r);
+        return -1;
+    }
+
+    /* [next-id, [entries], [deleted ids]] */
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 2) {
+        if (rep->type == REDIS_REPLY_ERROR) {
+            wa_log_error("redis XAUTOCLAIM: %s", rep->str);
+        }
+
+        return rep->type == REDIS_REPLY_ERROR ? -1 : 0;
+    }
+
+    return wa_redis_entries(rep->element[1], entries);
+}
+
+
+/* [[id, [field, value, ...]], ...] -> entries; deleted entries are nil */
+static int
+wa_redis_entries(redisReply *list, wa_entry_t **entries)
+{
+    size_t       i, j;
+    int          n;
+    redisReply  *e, *f;
+    wa_entry_t  *out;
+
+    if (list->type != REDIS_REPLY_ARRAY || list->elements == 0) {
+        return 0;
+    }
+
+    out = calloc(list->elements, sizeof(wa_entry_t));
+    if (out == NULL) {
+        return -1;
+    }
+
+    n = 0;
+
+    for (i = 0; i < list->elements; i++) {
+        e = list->element[i];
+
+        if (e->type != REDIS_REPLY_ARRAY || e->elements != 2
+            || e->element[0]->type != REDIS_REPLY_STRING)
+        {
+            continue;
+        }
+
+        out[n].id = e->element[0]->str;
+        f = e->element[1];
+
+        for (j = 0; f->type == REDIS_REPLY_ARRAY && j + 1 < f->elements;
+             j += 2)
+        {
+            if (strcmp(f->element[j]->str, "body") == 0) {
+                out[n].body = f->element[j + 1]->str;
+                out[n].body_len = f->element[j + 1]->len;
+
+            } else if (strcmp(f->element[j]->str, "rcvd") == 0) {
+                out[n].rcvd = f->element[j + 1]->str;
+
+            } else if (strcmp(f->element[j]->str, "rid") == 0) {
+                out[n].rid = f->element[j + 1]->str;
+            }
+        }
+
+        n++;
+    }
+
+    *entries = out;
+
+    return n;
+}
+
+
+long long
+wa_redis_deliveries(wa_redis_t *r, const char *id)
+{
+    long long    n;
+    redisReply  *rep;
+
+    rep = redisCommand(r->c, "XPENDING %s %s %s %s 1 %s", r->events,
+                       WA_REDIS_GROUP, id, id, r->cf->worker_consumer);
+
+    if (rep == NULL) {
+        wa_redis_close(r);
+        return -1;
+    }
+
+    /* [[id, consumer, idle, deliveries]] */
+    n = (rep->type == REDIS_REPLY_ARRAY && rep->elements == 1
+         && rep->element[0]->elements == 4)
+        ? rep->element[0]->element[3]->integer : 0;
+
+    freeReplyObject(rep);
+
+    return n;
+}
+
+
+int
+wa_redis_ack(wa_redis_t *r, wa_entry_t *entries, int n)
+{
+    int           i, rc;
+    size_t        argc;
+    const char  **argv;
+    redisReply   *rep;
+
+    argv = malloc((n + 3) * sizeof(char *));
+    if (argv == NULL) {
+        return -1;
+    }
+
+    for (i = 0; i < n; i++) {
+        argv[i + 3] = entries[i].id;
+    }
+
+    /* pipelined: both sent before either reply is read */
+    argv[0] = "XACK";
+    argv[1] = r->events;
+    argv[2] = WA_REDIS_GROUP;
+    argc = n + 3;
+    redisAppendCommandArgv(r->c, (int) argc, argv, NULL);
+
+    argv[1] = "XDEL";
+    argv[2] = r->events;
+    redisAppendCommandArgv(r->c, (int) argc - 1, argv + 1, NULL);
+
+    free(argv);
+
+    rc = 0;
+
+    for (i = 0; i < 2; i++) {
+        if (redisGetReply(r->c, (void **) &rep) != REDIS_OK) {
+            wa_log_error("redis XACK/XDEL: %s", r->c->errstr);
+            wa_redis_close(r);
+            return -1;
+        }
+
+        if (!wa_redis_ok(r, rep, i == 0 ? "XACK" : "XDEL")) {
+            rc = -1;
+        }
+    }
+
+    return rc;
+}
+
+
+int
+wa_redis_dead(wa_redis_t *r, const wa_entry_t *e, const char *error)
+{
+    const char  *argv[12];
+    size_t       argvlen[12];
+    int          argc;
+
+    argc = 0;
+
+#define WA_ARG(s, l)  (argv[argc] = (s), argvlen[argc++] = (l))
+
+    WA_ARG("XADD", 4);
+    WA_ARG(r->dead, strlen(r->dead));
+    WA_ARG("*", 1);
+    WA_ARG("id", 2);
+    WA_ARG(e->id, strlen(e->id));
+    WA_ARG("body", 4);
+    WA_ARG(e->body ? e->body : "", e->body ? e->body_len : 0);
+    WA_ARG("rcvd", 4);
+    WA_ARG(e->rcvd ? e->rcvd : "", e->rcvd ? strlen(e->rcvd) : 0);
+    WA_ARG("error", 5);
+    WA_ARG(error, strlen(error));
+
+#undef WA_ARG
+
+    return wa_redis_ok(r, redisCommandArgv(r->c, argc, argv, argvlen),
+                       "XADD dead") ? 0 : -1;
+}
+
+
+int
+wa_redis_publish(wa_redis_t *r, int n, const char **events,
+    const char **datas)
+{
+    int           i, argc, rc;
+    char          cap[16];
+    const char  **argv;
+
+    argc = 5 + 2 * n;
+    argv = malloc(argc * sizeof(char *));
+    if (argv == NULL) {
+        return -1;
+    }
+
+    snprintf(cap, sizeof(cap), "%d", r->cf->worker_updates_maxlen);
+
+    argv[0] = "EVAL";
+    argv[1] = wa_publish_script;
+    argv[2] = "1";
+    argv[3] = r->updates;
+    argv[4] = cap;
+
+    for (i = 0; i < n; i++) {
+        argv[5 + 2 * i] = events[i];
+        argv[6 + 2 * i] = datas[i];
+    }
+
+    rc = wa_redis_ok(r, redisCommandArgv(r->c, argc, argv, NULL), "EVAL")
+         ? 0 : -1;
+
+    free(argv);
+
+    return rc;
+}

@@ -1,0 +1,69 @@
+/*
+ * The worker's side of the Redis contracts (ARCHITECTURE.md): reading
+ * wa:events in the consumer group, acknowledging, dead-lettering and
+ * publishing wa:updates.  Blocking hiredis: the worker has nothing else
+ * to do while it waits for the next batch.
+ */
+
+#ifndef WA_REDIS_H
+#define WA_REDIS_H
+
+#include <hiredis/hiredis.h>
+
+#include "wa_config.h"
+
+
+#define WA_REDIS_GROUP  "workers"
+
+
+typedef struct {
+    const char  *id;
+    const char  *body;
+    size_t       body_len;
+    const char  *rcvd;
+    const char  *rid;
+} wa_entry_t;
+
+
+typedef struct {
+    redisContext       *c;
+    const wa_config_t  *cf;
+    char                events[128];
+    char                dead[128];
+    char                updates[128];
+} wa_redis_t;
+
+
+int wa_redis_connect(wa_redis_t *r, const wa_config_t *cf);
+void wa_redis_close(wa_redis_t *r);
+
+/*
+ * Up to count entries: this consumer's own unacknowledged ones when
+ * pending is set, else new ones (waiting up to block_ms).  The reply owns
+ * the entries' memory; entries is malloc'd.  Returns the number of
+ * entries, or -1 on a connection error.
+ */
+int wa_redis_read(wa_redis_t *r, int pending, redisReply **reply,
+    wa_entry_t **entries);
+
+/* Entries idle past claim_idle_ms in a dead consumer's list, now ours. */
+int wa_redis_claim(wa_redis_t *r, redisReply **reply, wa_entry_t **entries);
+
+/* How many times an entry of ours was delivered (0 if not pending). */
+long long wa_redis_deliveries(wa_redis_t *r, const char *id);
+
+/* XACK and XDEL (trim behind acknowledgement) in one round trip. */
+int wa_redis_ack(wa_redis_t *r, wa_entry_t *entries, int n);
+
+/* XADD wa:dead with the entry's fields and the error. */
+int wa_redis_dead(wa_redis_t *r, const wa_entry_t *e, const char *error);
+
+/*
+ * XADD to the capped wa:updates stream and PUBLISH "<id> <json>" on the
+ * channel of the same name, for each (event, data) pair, atomically (one
+ * Lua script).  Returns 0 or -1.
+ */
+int wa_redis_publish(wa_redis_t *r, int n, const char **events,
+    const char **datas);
+
+#endif /* WA_REDIS_H */

@@ -1,0 +1,620 @@
+/*
+ * whatsapp-worker: drains wa:events into PostgreSQL, exactly once in
+ * effect, and publishes realtime updates.
+ *
+ * One loop, one batch at a time:
+ *   read up to `batch` entries (XREADGROUP)
+ *   -> parse each body (yajl) into rows
+ *   -> apply them in one transaction (wa_apply_batch), the realtime
+ *      events going to update_outbox in the same transaction
+ *   -> publish the outbox to wa:updates, then delete it
+ *   -> XACK and XDEL the entries.
+ * Nothing is acknowledged before it is committed; a crash anywhere
+ * replays the batch, and the idempotent apply absorbs the replay.
+ */
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <hiredis/hiredis.h>
+#include <libpq-fe.h>
+#include <yajl/yajl_version.h>
+
+#include "wa_config.h"
+#include "wa_db.h"
+#include "wa_log.h"
+#include "wa_parse.h"
+#include "wa_redis.h"
+#include "wa_signal.h"
+
+
+#define WA_WORKER_VERSION      "0.1.0"
+#define WA_BACKOFF_MIN_MS      100
+#define WA_BACKOFF_MAX_MS      5000
+#define WA_RETAIN_EVERY_MS     3600000
+#define WA_OUTBOX_CHUNK        500
+
+
+typedef struct {
+    const char  *config_path;
+    wa_config_t  cf;
+    wa_redis_t   redis;
+    wa_db_t      db;
+    long         backoff_ms;
+} wa_worker_t;
+
+
+static int wa_worker_run(wa_worker_t *w);
+static int wa_worker_connect(wa_worker_t *w);
+static void wa_worker_reload(wa_worker_t *w);
+static int wa_worker_batch(wa_worker_t *w, wa_entry_t *entries, int n,
+    int check_deliveries);
+static wa_db_result_e wa_worker_apply(wa_worker_t *w, wa_entry_t *entries,
+    int n, const char *only_dead_error, char *err, size_t errlen);
+static int wa_worker_apply_singly(wa_worker_t *w, wa_entry_t *entries,
+    int n);
+static int wa_worker_publish(wa_worker_t *w);
+static void wa_worker_sleep(wa_worker_t *w);
+static long long wa_now_ms(void);
+static void wa_usage(FILE *out);
+
+
+int
+main(int argc, char **argv)
+{
+    int             c, check, rc;
+    char            err[512];
+    wa_worker_t     w;
+    wa_log_level_e  level;
+
+    static struct option  options[] = {
+        { "config", required_argument, NULL, 'c' },
+        { "check-config", no_argument, NULL, 't' },
+        { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },
+        { NULL, 0, NULL, 0 }
+    };
+
+    memset(&w, 0, sizeof(w));
+    check = 0;
+
+    while ((c = getopt_long(argc, argv, "c:thV", options, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            w.config_path = optarg;
+            break;
+        case 't':
+            check = 1;
+            break;
+        case 'h':
+            wa_usage(stdout);
+            return 0;
+        case 'V':
+            printf("whatsapp-worker %s\n", WA_WORKER_VERSION);
+            return 0;
+        default:
+            wa_usage(stderr);
+            return 2;
+        }
+    }
+
+    if (optind < argc && strcmp(argv[optind], "migrate") != 0) {
+        fprintf(stderr, "whatsapp-worker: unknown command \"%s\"\n",
+                argv[optind]);
+        wa_usage(stderr);
+        return 2;
+    }
+
+    if (wa_config_load(&w.cf, w.config_path, err, sizeof(err)) != 0) {
+        fprintf(stderr, "whatsapp-worker: %s\n", err);
+        return 2;
+    }
+
+    if (check) {
+        wa_config_print(&w.cf);
+        return 0;
+    }
+
+    (void) wa_log_parse_level(w.cf.worker_log_level, &level);
+    wa_log_level = level;
+
+    if (wa_signal_init() != 0) {
+        wa_log_error("cannot install signal handlers");
+        return 1;
+    }
+
+    if (optind < argc) {
+        /* migrate */
+        if (wa_db_connect(&w.db, w.cf.postgres_conninfo) != 0) {
+            return 1;
+        }
+
+        rc = wa_db_migrate(&w.db, w.cf.worker_sql_dir);
+        wa_db_close(&w.db);
+
+        return rc == 0 ? 0 : 1;
+    }
+
+    wa_log_info("whatsapp-worker %s starting: consumer %s, hiredis %d.%d.%d, "
+                "libpq %d, yajl %d", WA_WORKER_VERSION,
+                w.cf.worker_consumer, HIREDIS_MAJOR, HIREDIS_MINOR,
+                HIREDIS_PATCH, PQlibVersion(), yajl_version());
+
+    rc = wa_worker_run(&w);
+
+    wa_redis_close(&w.redis);
+    wa_db_close(&w.db);
+
+    wa_log_info("whatsapp-worker stopped");
+
+    return rc;
+}
+
+
+static void
+wa_usage(FILE *out)
+{
+    fprintf(out,
+        "Usage: whatsapp-worker [options] [migrate]\n"
+        "\n"
+        "Drains the wa:events Redis stream into PostgreSQL and publishes\n"
+        "realtime updates to wa:updates.\n"
+        "\n"
+        "  -c, --config FILE   configuration file (INI); WA_<SECTION>_<NAME>\n"
+        "                      environment variables override it\n"
+        "  -t, --check-config  print the effective configuration and exit\n"
+        "  -h, --help          this text\n"
+        "  -V, --version       print the version\n"
+        "\n"
+        "  migrate             apply the SQL migrations in worker.sql_dir\n"
+        "\n"
+        "Signals: TERM/INT finish the batch in hand and exit; HUP reloads\n"
+        "the configuration.\n");
+}
+
+
+static int
+wa_worker_run(wa_worker_t *w)
+{
+    int          n, pending, schema_checked;
+    long long    now, last_claim, last_retain;
+    wa_entry_t  *entries;
+    redisReply  *reply;
+
+    pending = 1;              /* our own unacknowledged entries first */
+    schema_checked = 0;
+    last_claim = 0;
+    last_retain = 0;
+
+    while (!wa_signal_stop) {
+
+        if (wa_signal_reload) {
+            wa_signal_reload = 0;
+            wa_worker_reload(w);
+        }
+
+        if (wa_worker_connect(w) != 0) {
+            wa_worker_sleep(w);
+            continue;
+        }
+
+        if (!schema_checked) {
+            if (wa_db_check_schema(&w->db, w->cf.worker_sql_dir) != 0) {
+                return 1;
+            }
+
+            schema_checked = 1;
+        }
+
+        /* events committed by a batch whose publish did not happen */
+        if (wa_worker_publish(w) != 0) {
+            wa_worker_sleep(w);
+            continue;
+        }
+
+        now = wa_now_ms();
+
+        if (now - last_retain >= WA_RETAIN_EVERY_MS) {
+            if (wa_db_retain(&w->db, w->cf.worker_log_retention_days)
+                == WA_DB_OK)
+            {
+                last_retain = now;
+            }
+        }
+
+        if (now - last_claim >= w->cf.worker_claim_idle_ms / 2) {
+            last_claim = now;
+            n = wa_redis_claim(&w->redis, &reply, &entries);
+
+            if (n > 0) {
+                wa_log_info("claimed %d entries left by another consumer",
+                            n);
+                (void) wa_worker_batch(w, entries, n, 1);
+            }
+
+            free(entries);
+            freeReplyObject(reply);
+            continue;
+        }
+
+        n = wa_redis_read(&w->redis, pending, &reply, &entries);
+
+        if (n == 0 && pending) {
+            pending = 0;
+        }
+
+        if (n > 0 && wa_worker_batch(w, entries, n, pending) != 0) {
+            /* unacknowledged: read again from our pending list */
+            pending = 1;
+        }
+
+        free(entries);
+
+        if (reply) {
+            freeReplyObject(reply);
+        }
+    }
+
+    return 0;
+}
+
+
+/* Both connections up, or -1 (logged) after one attempt each. */
+static int
+wa_worker_connect(wa_worker_t *w)
+{
+    if (w->redis.c == NULL && wa_redis_connect(&w->redis, &w->cf) != 0) {
+        return -1;
+    }
+
+    if (w->db.conn == NULL && wa_db_connect(&w->db, w->cf.postgres_conninfo)
+                              != 0)
+    {
+        return -1;
+    }
+
+    if (w->backoff_ms) {
+        wa_log_info("connected to Redis and PostgreSQL again");
+        w->backoff_ms = 0;
+    }
+
+    return 0;
+}
+
+
+static void
+wa_worker_reload(wa_worker_t *w)
+{
+    char            err[512];
+    wa_config_t     cf;
+    wa_log_level_e  level;
+
+    if (wa_config_load(&cf, w->config_path, err, sizeof(err)) != 0) {
+        wa_log_error("reload refused, keeping the running configuration: %s",
+                     err);
+        return;
+    }
+
+    w->cf = cf;
+    (void) wa_log_parse_level(cf.worker_log_level, &level);
+    wa_log_level = level;
+
+    /* reconnect with whatever changed */
+    wa_redis_close(&w->redis);
+    wa_db_close(&w->db);
+
+    wa_log_info("configuration reloaded");
+}
+
+
+/*
+ * One batch: persist, publish, acknowledge.  Returns 0 when every entry
+ * was acknowledged, -1 when they stay pending (to be read again).
+ */
+static int
+wa_worker_batch(wa_worker_t *w, wa_entry_t *entries, int n,
+    int check_deliveries)
+{
+    int              i, kept;
+    char             err[512], why[128];
+    long long        deliveries;
+    wa_db_result_e   rc;
+
+    /* an entry that keeps coming back (it crashed us, or kept failing)
+     * goes to wa:dead instead of blocking the queue */
+    kept = n;
+
+    for (i = 0; check_deliveries && i < n; i++) {
+        deliveries = wa_redis_deliveries(&w->redis, entries[i].id);
+
+        if (deliveries > w->cf.worker_max_deliveries) {
+            snprintf(why, sizeof(why), "delivered %lld times without "
+                     "success", deliveries);
+            wa_log_error("entry %s %s: dead-lettered", entries[i].id, why);
+
+            if (wa_worker_apply(w, &entries[i], 1, why, err, sizeof(err))
+                != WA_DB_OK
+                || wa_redis_dead(&w->redis, &entries[i], why) != 0)
+            {
+                return -1;
+            }
+
+            entries[i].body = NULL;
+            kept--;
+        }
+    }
+
+    for ( ;; ) {
+        rc = kept ? wa_worker_apply(w, entries, n, NULL, err, sizeof(err))
+                  : WA_DB_OK;
+
+        if (rc == WA_DB_OK) {
+            break;
+        }
+
+        if (rc == WA_DB_REJECT) {
+            wa_log_warn("batch of %d refused (%s): applying one by one", n,
+                        err);
+
+            if (wa_worker_apply_singly(w, entries, n) != 0) {
+                return -1;
+            }
+
+            break;
+        }
+
+        /* PostgreSQL away: keep the batch, wait, try again */
+        wa_log_error("%s; retrying", err);
+
+        if (wa_signal_stop) {
+            return -1;
+        }
+
+        wa_worker_sleep(w);
+
+        if (w->db.conn == NULL
+            && wa_db_connect(&w->db, w->cf.postgres_conninfo) != 0)
+        {
+            continue;
+        }
+    }
+
+    if (wa_worker_publish(w) != 0) {
+        /* committed; the outbox is published with the next batch */
+        wa_log_warn("publishing deferred");
+    }
+
+    return wa_redis_ack(&w->redis, entries, n);
+}
+
+
+/*
+ * Parses the entries (those with a body; NULL marks one handled already)
+ * and applies them.  With only_dead_error set, only their webhook log
+ * rows are written, with that error: for entries dead-lettered.
+ */
+static wa_db_result_e
+wa_worker_apply(wa_worker_t *w, wa_entry_t *entries, int n,
+    const char *only_dead_error, char *err, size_t errlen)
+{
+    int                 i, m, *lens;
+    char               *json, perr[256];
+    size_t              len;
+    const char        **bodies, *result, *rcvd;
+    wa_batch_t          b;
+    wa_db_result_e      rc;
+    wa_parse_result_e   pr;
+
+    if (wa_batch_init(&b) != 0) {
+        snprintf(err, errlen, "out of memory");
+        return WA_DB_RETRY;
+    }
+
+    bodies = calloc(n, sizeof(char *));
+    lens = calloc(n, sizeof(int));
+    rc = WA_DB_RETRY;
+    snprintf(err, errlen, "out of memory");
+
+    if (bodies == NULL || lens == NULL) {
+        goto done;
+    }
+
+    m = 0;
+
+    for (i = 0; i < n; i++) {
+        if (entries[i].body == NULL && only_dead_error == NULL) {
+            continue;
+        }
+
+        bodies[m] = entries[i].body ? entries[i].body : "";
+        lens[m] = entries[i].body ? (int) entries[i].body_len : 0;
+        m++;
+
+        if (only_dead_error) {
+            result = "dead";
+            perr[0] = '\0';
+
+        } else {
+            pr = wa_parse_delivery(&b, entries[i].body, entries[i].body_len,
+                                   perr, sizeof(perr));
+            result = (pr == WA_PARSE_OK) ? "ok"
+                     : (pr == WA_PARSE_UNKNOWN) ? "unknown" : "invalid";
+
+            if (pr != WA_PARSE_INVALID) {
+                perr[0] = '\0';
+
+            } else {
+                wa_log_warn("entry %s is not a webhook payload: %s",
+                            entries[i].id, perr);
+            }
+        }
+
+        /* the module writes ms since the epoch; anything else is unknown */
+        rcvd = entries[i].rcvd;
+
+        if (rcvd && rcvd[strspn(rcvd, "0123456789")] != '\0') {
+            rcvd = NULL;
+        }
+
+        wa_batch_delivery(&b, entries[i].id, rcvd, entries[i].rid, m, result,
+                          only_dead_error ? only_dead_error
+                          : perr[0] ? perr : NULL);
+    }
+
+    json = wa_batch_json(&b, &len);
+
+    if (json) {
+        rc = wa_db_apply(&w->db, json, m, bodies, lens, err, errlen);
+        free(json);
+    }
+
+done:
+
+    free(bodies);
+    free(lens);
+    wa_batch_free(&b);
+
+    return rc;
+}
+
+
+/*
+ * A batch PostgreSQL refused: find the entries at fault, keep the rest.
+ * An entry refused on its own is dead-lettered with the reason.
+ */
+static int
+wa_worker_apply_singly(wa_worker_t *w, wa_entry_t *entries, int n)
+{
+    int              i;
+    char             err[512];
+    wa_db_result_e   rc;
+
+    for (i = 0; i < n; i++) {
+        if (entries[i].body == NULL) {
+            continue;
+        }
+
+        do {
+            rc = wa_worker_apply(w, &entries[i], 1, NULL, err, sizeof(err));
+
+            if (rc == WA_DB_RETRY) {
+                if (wa_signal_stop) {
+                    return -1;
+                }
+
+                wa_log_error("%s; retrying", err);
+                wa_worker_sleep(w);
+
+                if (w->db.conn == NULL
+                    && wa_db_connect(&w->db, w->cf.postgres_conninfo) != 0)
+                {
+                    continue;
+                }
+            }
+
+        } while (rc == WA_DB_RETRY);
+
+        if (rc == WA_DB_OK) {
+            continue;
+        }
+
+        wa_log_error("entry %s refused: %s: dead-lettered", entries[i].id,
+                     err);
+
+        if (wa_worker_apply(w, &entries[i], 1, err, err, sizeof(err))
+            != WA_DB_OK
+            || wa_redis_dead(&w->redis, &entries[i], err) != 0)
+        {
+            return -1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* Publishes committed realtime events, oldest first, until none is left. */
+static int
+wa_worker_publish(wa_worker_t *w)
+{
+    int          i, n;
+    PGresult    *rows;
+    const char **events, **datas;
+
+    for ( ;; ) {
+        if (wa_db_outbox_take(&w->db, WA_OUTBOX_CHUNK, &rows) != WA_DB_OK) {
+            return -1;
+        }
+
+        n = PQntuples(rows);
+
+        if (n == 0) {
+            PQclear(rows);
+            wa_db_outbox_abort(&w->db);
+            return 0;
+        }
+
+        events = malloc(n * sizeof(char *));
+        datas = malloc(n * sizeof(char *));
+
+        for (i = 0; events && datas && i < n; i++) {
+            events[i] = PQgetvalue(rows, i, 1);
+            datas[i] = PQgetvalue(rows, i, 2);
+        }
+
+        if (events == NULL || datas == NULL
+            || wa_redis_publish(&w->redis, n, events, datas) != 0)
+        {
+            free(events);
+            free(datas);
+            PQclear(rows);
+            wa_db_outbox_abort(&w->db);
+            return -1;
+        }
+
+        free(events);
+        free(datas);
+
+        if (wa_db_outbox_done(&w->db, rows) != WA_DB_OK) {
+            PQclear(rows);
+            return -1;
+        }
+
+        PQclear(rows);
+    }
+}
+
+
+/* Exponential backoff, cut short by a stop signal. */
+static void
+wa_worker_sleep(wa_worker_t *w)
+{
+    struct timespec  ts;
+
+    w->backoff_ms = w->backoff_ms ? w->backoff_ms * 2 : WA_BACKOFF_MIN_MS;
+
+    if (w->backoff_ms > WA_BACKOFF_MAX_MS) {
+        w->backoff_ms = WA_BACKOFF_MAX_MS;
+    }
+
+    ts.tv_sec = w->backoff_ms / 1000;
+    ts.tv_nsec = (w->backoff_ms % 1000) * 1000000;
+
+    if (!wa_signal_stop) {
+        (void) nanosleep(&ts, NULL);
+    }
+}
+
+
+static long long
+wa_now_ms(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
