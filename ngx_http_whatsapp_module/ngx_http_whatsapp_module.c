@@ -13,7 +13,6 @@ static void *ngx_http_whatsapp_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_whatsapp_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_whatsapp_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
-static ngx_int_t ngx_http_whatsapp_postconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_whatsapp_init_process(ngx_cycle_t *cycle);
 static void ngx_http_whatsapp_exit_process(ngx_cycle_t *cycle);
 
@@ -109,7 +108,7 @@ static ngx_command_t  ngx_http_whatsapp_commands[] = {
 
 static ngx_http_module_t  ngx_http_whatsapp_module_ctx = {
     NULL,                                  /* preconfiguration */
-    ngx_http_whatsapp_postconfiguration,   /* postconfiguration */
+    NULL,                                  /* postconfiguration */
 
     ngx_http_whatsapp_create_main_conf,    /* create main configuration */
     NULL,                                  /* init main configuration */
@@ -154,8 +153,6 @@ ngx_http_whatsapp_create_main_conf(ngx_conf_t *cf)
     {
         return NULL;
     }
-
-    wmcf->request_id_index = NGX_ERROR;
 
     if (ngx_http_whatsapp_status_add_zone(cf) != NGX_OK) {
         return NULL;
@@ -245,23 +242,6 @@ ngx_http_whatsapp_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_memcpy(p, "events", sizeof("events") - 1);
 
     return NGX_CONF_OK;
-}
-
-
-static ngx_int_t
-ngx_http_whatsapp_postconfiguration(ngx_conf_t *cf)
-{
-    ngx_str_t                       name = ngx_string("request_id");
-    ngx_http_whatsapp_main_conf_t  *wmcf;
-
-    wmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_whatsapp_module);
-
-    wmcf->request_id_index = ngx_http_get_variable_index(cf, &name);
-    if (wmcf->request_id_index == NGX_ERROR) {
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
 }
 
 

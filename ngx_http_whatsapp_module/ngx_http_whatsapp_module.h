@@ -18,7 +18,6 @@
 
 typedef struct {
     ngx_array_t                   redis;        /* of ngx_http_whatsapp_redis_t * */
-    ngx_int_t                     request_id_index;
 } ngx_http_whatsapp_main_conf_t;
 
 

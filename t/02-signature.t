@@ -100,7 +100,7 @@ for my $name (sort keys %bodies) {
         ok($ev && $ev->{body} eq $body, "$name ($secret): byte-exact in Redis");
         like($ev->{rcvd}, qr/^\d{13}$/, "$name: rcvd is ms since epoch");
         ok(abs($ev->{rcvd} / 1000 - time) < 60, "$name: rcvd is now");
-        like($ev->{rid}, qr/^[0-9a-f]{32}$/, "$name: rid is the request id");
+        like($ev->{rid}, qr/^\d+\.\d+$/, "$name: rid is connection.request");
     }
 }
 

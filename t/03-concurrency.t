@@ -35,6 +35,9 @@ is_deeply([ sort map { $_->{body} } @$events ], [ sort @bodies ],
 my %rid;
 $rid{ $_->{rid} }++ for @$events;
 is(scalar keys %rid, 1000, 'every entry has its own request id');
+my %conn;
+$conn{ (split /\./, $_->{rid})[0] }++ for @$events;
+is(scalar keys %conn, 1000, 'one connection each (shared counter, 2 workers)');
 
 $nginx->stop;
 open my $log, '<', $nginx->dir . '/logs/access.log' or die $!;
