@@ -179,22 +179,28 @@ BEGIN
             error_title = excluded.error_title, raw = excluded.raw
         WHERE (excluded.at, excluded.raw::text) < (s.at, s.raw::text);
 
-    -- a permanent failure is remembered on the contact
-    UPDATE contacts c
-    SET last_error_code = f.error_code, last_error_at = f.at
-    FROM (SELECT DISTINCT ON (m.phone_number_id, m.customer_id)
-                 m.phone_number_id, m.customer_id, s.error_code, s.at
-          FROM message_statuses s JOIN messages m USING (wamid)
-          WHERE s.status = 'failed' AND s.error_code IS NOT NULL
-            AND s.wamid IN (SELECT e->>'wamid'
-                            FROM jsonb_array_elements(batch->'statuses') e
-                            UNION
-                            SELECT e->>'wamid' FROM jsonb_array_elements(new_messages) e)
-          ORDER BY m.phone_number_id, m.customer_id, s.at DESC,
-                   s.error_code DESC) f
-    WHERE c.phone_number_id = f.phone_number_id
-      AND c.customer_id = f.customer_id
-      AND (c.last_error_at IS NULL OR f.at > c.last_error_at);
+    -- a failure is remembered on the contact it was sent to (campaign
+    -- safety reads it), newest by Meta's time
+    INSERT INTO contacts AS c (phone_number_id, customer_id, wa_id, user_id,
+                               last_error_code, last_error_at)
+    SELECT DISTINCT ON (e->>'pn', customer)
+           e->>'pn', customer, e->'raw'->>'recipient_id',
+           e->'raw'->>'recipient_user_id',
+           (e->'raw'->'errors'->0->>'code')::integer,
+           to_timestamp((e->>'ts')::bigint)
+    FROM jsonb_array_elements(batch->'statuses') e,
+         coalesce(e->'raw'->>'recipient_id',
+                  e->'raw'->>'recipient_user_id') AS customer
+    WHERE e->>'status' = 'failed' AND customer IS NOT NULL
+      AND e->'raw'->'errors'->0->>'code' IS NOT NULL
+    ORDER BY e->>'pn', customer, (e->>'ts')::bigint DESC,
+             (e->'raw'->'errors'->0->>'code')::integer DESC
+    ON CONFLICT (phone_number_id, customer_id) DO UPDATE
+        SET last_error_code = excluded.last_error_code,
+            last_error_at = excluded.last_error_at
+        WHERE c.last_error_at IS NULL
+           OR (excluded.last_error_at, excluded.last_error_code)
+              > (c.last_error_at, c.last_error_code);
 
     -- derive status columns of every message touched, from all statuses
     WITH touched AS (

@@ -23,6 +23,7 @@ use Time::HiRes qw(time sleep);
 
 use WaTest::Nginx;
 use WaTest::Postgres;
+use WaTest::Worker;
 use WaTest::Redis;
 
 our @EXPORT = qw(free_port sign signed_post http_request http_raw

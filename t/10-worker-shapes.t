@@ -1,0 +1,134 @@
+# whatsapp-worker: every payload shape in t/fixtures/meta lands in
+# PostgreSQL, asserted row by row against the payload itself.
+use strict;
+use warnings;
+use JSON::PP;
+use Test::More;
+use WaTest;
+
+my $pg = WaTest::Postgres->start;
+my $redis = WaTest::Redis->start;
+my $worker = WaTest::Worker->new(redis => $redis, pg => $pg);
+
+my ($ok, $out) = $worker->migrate;
+ok($ok, 'migrate') or diag($out);
+like($out, qr/migration 001_init.sql applied/, 'migrations applied in order');
+($ok, $out) = $worker->migrate;
+ok($ok && $out =~ /up to date/, 'migrate again: nothing to do') or diag($out);
+
+my @files = sort glob 't/fixtures/meta/*.json';
+cmp_ok(scalar @files, '>=', 50, 'fixtures: ' . scalar @files);
+my (%want_msg, %want_status, %want_field, $n);
+for my $f (@files) {
+    # the fixtures reuse wamids across files; real ones are unique
+    (my $body = slurp($f)) =~ s/"(wamid\.[^"]+)"/"$1.$n"/g;
+    $redis->cmd('XADD', 'wa:events', '*', 'body', $body,
+                'rcvd', '1749416383000', 'rid', ++$n);
+    my $p = decode_json($body);
+    for my $entry (@{ $p->{entry} }) {
+        for my $ch (@{ $entry->{changes} }) {
+            my ($field, $v) = @$ch{qw(field value)};
+            if ($field eq 'messages') {
+                $want_msg{ $_->{id} } = [ $_->{type}, 'in', 'webhook', $f ]
+                    for @{ $v->{messages} // [] };
+                $want_status{"$_->{id} $_->{status}"} = $f
+                    for @{ $v->{statuses} // [] };
+                $want_field{'messages.errors'}++ if $v->{errors};
+            } elsif ($field eq 'smb_message_echoes') {
+                $want_msg{ $_->{id} } = [ $_->{type}, 'out', 'echo', $f ]
+                    for @{ $v->{message_echoes} // [] };
+            } elsif ($field eq 'history') {
+                for my $h (@{ $v->{history} }) {
+                    $want_field{'history.errors'}++ if $h->{errors};
+                    for my $t (@{ $h->{threads} // [] }) {
+                        $want_msg{ $_->{id} } =
+                            [ $_->{type},
+                              $_->{from} eq $v->{metadata}{display_phone_number}
+                                  ? 'out' : 'in', 'history', $f ]
+                            for @{ $t->{messages} };
+                    }
+                }
+            } else {
+                $want_field{$field}++;
+            }
+        }
+    }
+}
+
+$worker->start;
+ok($worker->drained(60), 'the worker drained wa:events');
+
+my %got_msg = map { my @c = split /\|/; ($c[0] => [ @c[1 .. 3] ]) }
+    split /\n/, $pg->query('SELECT wamid, type, direction, source FROM messages');
+for my $id (sort keys %want_msg) {
+    my ($type, $dir, $src, $f) = @{ $want_msg{$id} };
+    is_deeply($got_msg{$id}, [ $type, $dir, $src ],
+              "$f: message $type $dir $src");
+}
+is(scalar keys %got_msg, scalar keys %want_msg, 'no message row too many');
+
+my %got_status = map { ($_ => 1) } split /\n/,
+    $pg->query("SELECT wamid || ' ' || status FROM message_statuses");
+ok($got_status{$_}, "$want_status{$_}: status $_") for sort keys %want_status;
+
+my %got_field;
+$got_field{$_}++ for split /\n/, $pg->query('SELECT field FROM field_events');
+for my $field (sort keys %want_field) {
+    ok($got_field{$field}, "field $field kept ($want_field{$field} payloads)");
+}
+
+is($pg->query("SELECT result, count(*) FROM webhook_log GROUP BY 1"),
+   "ok|$n\n", "all $n deliveries logged as ok");
+is($pg->query("SELECT count(*) FROM webhook_log WHERE body IS NULL OR "
+              . "length(body) = 0"), "0\n", 'raw bodies kept');
+
+# --- column by column, for the shapes agents look at
+sub row { $pg->query($_[0]) =~ s/\n$//r }
+
+is(row("SELECT body, status FROM messages WHERE type = 'text' AND "
+       . "content->'text'->>'body' = 'Does it come in another color?' "
+       . "LIMIT 1"), 'Does it come in another color?|',
+   'text: body');
+like(row("SELECT media_id || ' ' || media_mime_type FROM messages "
+         . "WHERE type = 'image' AND source = 'webhook' LIMIT 1"),
+     qr/^\S+ image\/\w+$/, 'image: media id and mime type');
+like(row("SELECT body FROM messages WHERE type = 'location' AND "
+         . "source = 'webhook' LIMIT 1"), qr/\S/, 'location: summary');
+like(row("SELECT body FROM messages WHERE type = 'interactive' AND "
+         . "content->'interactive'->>'type' = 'button_reply' LIMIT 1"),
+     qr/\S/, 'interactive button reply: title');
+like(row("SELECT reply_to FROM messages WHERE reply_to IS NOT NULL LIMIT 1"),
+     qr/^wamid\./, 'reply context kept');
+like(row("SELECT customer_id FROM messages WHERE content ? 'from_user_id' "
+         . "AND NOT content ? 'from' LIMIT 1"), qr/^\w+\.\d+$/,
+     'BSUID-only sender: keyed by user id');
+like(row("SELECT last_error_code FROM contacts WHERE last_error_code IS NOT "
+         . "NULL LIMIT 1"), qr/^\d+$/, 'failed status: contact last error');
+is(row("SELECT count(*) FROM message_statuses WHERE status = 'failed' AND "
+       . "error_code IS NULL"), '0', 'failed statuses carry their code');
+like(row("SELECT profile_name FROM contacts WHERE profile_name IS NOT NULL "
+         . "LIMIT 1"), qr/\S/, 'profile names kept');
+like(row("SELECT status FROM templates LIMIT 1"), qr/^[A-Z_]+$/,
+     'template status update applied');
+is(row("SELECT count(*) FROM conversations WHERE unread_count <> "
+       . "(SELECT count(*) FROM messages m WHERE m.conversation_id = "
+       . "conversations.id AND direction = 'in' AND source = 'webhook')"),
+   '0', 'unread counts = inbound messages');
+
+# --- realtime events
+my $updates = $redis->cmd('XRANGE', 'wa:updates', '-', '+');
+my %events;
+for my $u (@$updates) {
+    my %f = @{ $u->[1] };
+    $events{ $f{event} }++;
+    decode_json($f{data});
+}
+ok($events{'message.new'}, "message.new published ($events{'message.new'})");
+ok($events{'message.echo'}, 'message.echo published');
+ok($events{'conversation.update'}, 'conversation.update published');
+is(row('SELECT count(*) FROM update_outbox'), '0', 'outbox drained');
+
+is($worker->stop, 0, 'SIGTERM: exit status 0');
+like($worker->log, qr/whatsapp-worker stopped/, 'clean stop logged');
+$worker->check_logs('shapes');
+done_testing;
