@@ -196,7 +196,9 @@ BEGIN
     ORDER BY e->>'pn', customer, (e->>'ts')::bigint DESC,
              (e->'raw'->'errors'->0->>'code')::integer DESC
     ON CONFLICT (phone_number_id, customer_id) DO UPDATE
-        SET last_error_code = excluded.last_error_code,
+        SET wa_id = coalesce(c.wa_id, excluded.wa_id),
+            user_id = coalesce(c.user_id, excluded.user_id),
+            last_error_code = excluded.last_error_code,
             last_error_at = excluded.last_error_at
         WHERE c.last_error_at IS NULL
            OR (excluded.last_error_at, excluded.last_error_code)

@@ -305,6 +305,7 @@ static void
 wa_parse_message(wa_change_t *ch, yajl_val m, const char *customer,
     const char *dir, const char *source)
 {
+    int          phone;
     yajl_gen     g = ch->batch->messages;
     yajl_val     ts;
     const char  *wamid, *type;
@@ -332,17 +333,19 @@ wa_parse_message(wa_change_t *ch, yajl_val m, const char *customer,
 
     ch->batch->rows++;
 
-    /* every customer gets a contact row, named or not */
+    /*
+     * Every customer gets a contact row, named or not.  Phone numbers are
+     * digits, business-scoped user ids ("US.1349...") are not: the same
+     * identity fields whichever payload names the customer first.
+     */
+    phone = customer[strspn(customer, "0123456789")] == '\0';
+
     g = ch->batch->contacts;
     yajl_gen_map_open(g);
     wa_gen_str(g, "pn", ch->pn);
     wa_gen_str(g, "customer", customer);
-
-    if (strcmp(source, "webhook") == 0) {
-        wa_gen_str(g, "wa_id", wa_str(m, "from"));
-        wa_gen_str(g, "user_id", wa_str(m, "from_user_id"));
-    }
-
+    wa_gen_str(g, "wa_id", phone ? customer : NULL);
+    wa_gen_str(g, "user_id", phone ? NULL : customer);
     yajl_gen_map_close(g);
 }
 

@@ -1,0 +1,134 @@
+# Meta delivers at least once, batched and out of order: the same
+# deliveries in order once, and repeated 3x shuffled with statuses first,
+# must converge to byte-identical tables.
+use strict;
+use warnings;
+use JSON::PP;
+use List::Util qw(shuffle);
+use Test::More;
+use WaTest;
+
+my $pg = WaTest::Postgres->start;
+$pg->psql_ok('postgres', 'CREATE DATABASE wa2');
+my $redis = WaTest::Redis->start;
+
+my $json = JSON::PP->new->canonical->ascii;
+my @pns = ([ '106540352242922', '15550783881' ], [ '206540352242922', '15550783882' ]);
+my @customers = map { 4915112345600 + $_ } 1 .. 6;
+my $t0 = 1749416000;
+
+sub envelope {
+    my (@changes) = @_;
+    return { object => 'whatsapp_business_account',
+             entry => [ { id => '102290129340398', changes => \@changes } ] };
+}
+
+sub value {
+    my ($pn, %v) = @_;
+    return { field => 'messages', value => {
+        messaging_product => 'whatsapp',
+        metadata => { phone_number_id => $pn->[0],
+                      display_phone_number => $pn->[1] }, %v } };
+}
+
+my (@messages, @statuses, @echoes, $seq);
+for my $i (1 .. 40) {
+    my $pn = $pns[ $i % 2 ];
+    my $c = $customers[ $i % @customers ];
+    my $ts = $t0 + $i * 7;
+    push @messages, value($pn,
+        contacts => [ { profile => { name => "Customer $c v$i" }, wa_id => "$c" } ],
+        messages => [ { from => "$c", id => "wamid.in.$i", timestamp => "$ts",
+                        type => 'text', text => { body => "hello $i \x{e9}" } } ]);
+    my $out = "wamid.out.$i";
+    push @echoes, { field => 'smb_message_echoes', value => {
+        messaging_product => 'whatsapp',
+        metadata => { phone_number_id => $pn->[0],
+                      display_phone_number => $pn->[1] },
+        message_echoes => [ { from => $pn->[1], to => "$c", id => $out,
+                              timestamp => $ts + 1, type => 'text',
+                              text => { body => "answer $i" } } ] } };
+    my @st = ('sent', 'delivered', 'read');
+    @st = ('sent', 'failed') if $i % 5 == 0;
+    my $k = 0;
+    for my $s (@st) {
+        my %st = (id => $out, status => $s, timestamp => $ts + 2 + $k++,
+                  recipient_id => "$c");
+        $st{errors} = [ { code => 131049, title => 'Not delivered' } ]
+            if $s eq 'failed';
+        push @statuses, value($pn, statuses => [ \%st ]);
+    }
+}
+
+# deliveries: one batched (3 entries x 2 changes, each several items), the
+# rest one change each
+my @deliveries;
+my @batched = splice @messages, 0, 6;
+push @deliveries, { object => 'whatsapp_business_account', entry => [
+    map { { id => '102290129340398',
+            changes => [ $batched[2 * $_], $batched[2 * $_ + 1] ] } } 0 .. 2 ] };
+push @deliveries, envelope($_) for @messages, @echoes, @statuses;
+my @status_deliveries = map { envelope($_) } @statuses;
+my @other = grep { !grep { $_->{field} eq 'messages' && $_->{value}{statuses} }
+                   map { @{ $_->{changes} } } @{ $_->{entry} } } @deliveries;
+
+sub run {
+    my ($db, $prefix, @bodies) = @_;
+    $redis->cmd('XADD', "${prefix}events", '*', 'body', $json->encode($_),
+                'rcvd', '1749416383000', 'rid', 'x') for @bodies;
+    my $w = WaTest::Worker->new(redis => $redis, pg => $pg,
+        env => { WA_POSTGRES_CONNINFO => $pg->conninfo =~ s/dbname=wa\b/dbname=$db/r,
+                 WA_REDIS_PREFIX => $prefix, WA_WORKER_BATCH => 7 });
+    my ($ok, $out) = $w->migrate;
+    ok($ok, "$db: migrate") or diag($out);
+    $w->start;
+    ok(WaTest::wait_until(sub {
+        $redis->cmd('XLEN', "${prefix}events") == 0 }, 60), "$db: drained");
+    is($w->stop, 0, "$db: clean stop");
+    $w->check_logs($db);
+}
+
+sub dump_db {
+    my ($db) = @_;
+    my $out = '';
+    for my $t ([ phone_numbers => '1' ], [ contacts => '1, 2' ],
+               [ conversations => '1' ], [ messages => '1' ],
+               [ message_statuses => '1, 2' ], [ field_events => '1, 2, 5' ]) {
+        $out .= "-- $t->[0]\n" . $pg->psql_ok($db,
+            "SELECT * FROM $t->[0] ORDER BY $t->[1]");
+    }
+    return $out;
+}
+
+run('wa', 'a:', @deliveries);
+my $in_order = dump_db('wa');
+
+my @again = shuffle((@other) x 3);
+run('wa2', 'b:', shuffle(@status_deliveries), @again,
+    shuffle(@status_deliveries));
+my $shuffled = dump_db('wa2');
+
+ok(length $in_order > 1000, 'the in-order run stored data');
+open my $fa, '>', '/tmp/dump_a'; print $fa $in_order; open my $fb, '>', '/tmp/dump_b'; print $fb $shuffled; close $fa; close $fb;
+is($shuffled, $in_order,
+   'shuffled, repeated 3x, statuses first: byte-identical tables');
+
+sub q1 { $pg->query($_[0]) =~ s/\n$//r }
+is(q1('SELECT count(*) FROM messages'), 80, '80 messages, each once');
+is(q1("SELECT sum(unread_count) FROM conversations"), 40,
+   'unread grew once per inbound message');
+is(q1("SELECT count(*) FROM messages WHERE source = 'echo' AND "
+      . "status = 'read' AND sent_status_at IS NOT NULL AND "
+      . "delivered_at IS NOT NULL AND read_at IS NOT NULL"), 32,
+   'echoed messages: read, with every transition time');
+is(q1("SELECT count(*) FROM messages WHERE status = 'failed' AND "
+      . "error_code = 131049"), 8, 'failed is terminal, with its code');
+is(q1("SELECT count(*) FROM conversations c JOIN messages m "
+      . "ON m.wamid = c.last_message_id WHERE m.sent_at < ALL "
+      . "(SELECT max(sent_at) FROM messages x WHERE x.conversation_id = c.id)"),
+   0, 'last message is the newest');
+like(q1("SELECT profile_name FROM contacts WHERE customer_id = "
+        . "'$customers[0]' AND phone_number_id = '$pns[0][0]'"),
+     qr/^Customer $customers[0] v36$/, 'the newest profile name wins');
+
+done_testing;
