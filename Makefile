@@ -24,7 +24,8 @@ DEB_PKGS := nginx nginx-dev libhiredis-dev libyajl-dev libpq-dev \
 MODULE_SRCS := config $(wildcard ngx_http_whatsapp_module/*.[ch]) \
                $(wildcard common/*.[ch])
 
-.PHONY: all deps build test test-unit test-fuzz test-module test-asan run \
+.PHONY: all deps build test test-unit test-fuzz test-module test-asan \
+        test-worker run \
         bench clean
 
 all: build
@@ -64,10 +65,15 @@ $(BUILD)/unit/%: t/unit/%.c common/*.c common/*.h | deps
 	mkdir -p $(BUILD)/unit
 	cc $(CFLAGS_TEST) -o $@ $< common/*.c -lcrypto
 
-$(BUILD)/fuzz/%: t/fuzz/%.c common/*.c common/*.h | deps
+$(BUILD)/fuzz/fuzz_signature: t/fuzz/fuzz_signature.c common/*.[ch] | deps
 	mkdir -p $(BUILD)/fuzz
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -Icommon -o $@ \
 	    $< common/*.c -lcrypto
+
+$(BUILD)/fuzz/fuzz_parse: t/fuzz/fuzz_parse.c worker/wa_parse.[ch] | deps
+	mkdir -p $(BUILD)/fuzz
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -Iworker -o $@ \
+	    $< worker/wa_parse.c -lyajl
 
 # whatsapp-worker: a plain build for `make run`, a sanitized one for tests
 WORKER_SRCS := $(wildcard worker/*.c)
@@ -88,7 +94,7 @@ $(WORKER_ASAN): $(WORKER_DEPS) | deps
 UNIT_TESTS := $(patsubst t/unit/%.c,$(BUILD)/unit/%,$(wildcard t/unit/*.c))
 FUZZERS    := $(patsubst t/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard t/fuzz/*.c))
 
-test: deps build test-unit test-fuzz test-module test-asan
+test: deps build test-unit test-fuzz test-module test-asan test-worker
 
 test-unit: $(UNIT_TESTS)
 	prove -e '' $(UNIT_TESTS)
@@ -97,17 +103,22 @@ test-unit: $(UNIT_TESTS)
 test-fuzz: $(FUZZERS)
 	@for f in $(FUZZERS); do \
 	    corpus=$(BUILD)/fuzz/corpus-$$(basename $$f); mkdir -p $$corpus; \
-	    if $$f -max_total_time=10 $$corpus t/fuzz/seeds > $$f.log 2>&1; \
+	    seeds=t/fuzz/seeds-$${f##*fuzz_}; \
+	    if $$f -max_total_time=10 $$corpus $$seeds > $$f.log 2>&1; \
 	    then tail -n 1 $$f.log; else cat $$f.log; exit 1; fi; \
 	done
 
+# t/0*.t: the module; t/1*.t: the worker (always its ASan/UBSan build)
 test-module: $(MODULE_SO)
-	WA_MODULE=$(MODULE_SO) prove -I t/lib t/*.t
+	WA_MODULE=$(MODULE_SO) prove -I t/lib t/0*.t
 
 # the same suite with the module built with ASan/UBSan and libasan
 # preloaded into NGINX; leaks are checked when each process exits
 test-asan: $(ASAN_SO)
-	WA_MODULE=$(ASAN_SO) WA_ASAN=1 prove -I t/lib t/*.t
+	WA_MODULE=$(ASAN_SO) WA_ASAN=1 prove -I t/lib t/0*.t
+
+test-worker: $(WORKER_ASAN) $(MODULE_SO)
+	WA_WORKER=$(WORKER_ASAN) WA_MODULE=$(MODULE_SO) prove -I t/lib t/1*.t
 
 run: deps build
 	conf/run.sh $(MODULE_SO)

@@ -67,9 +67,19 @@ static wa_db_result_e
 wa_db_failed(wa_db_t *db, PGresult *res, const char *what, char *err,
     size_t errlen)
 {
+    char         class[3];
     const char  *state;
 
     state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+
+    /* the SQLSTATE class, kept: state points into res */
+    class[0] = '\0';
+
+    if (state && strlen(state) >= 2) {
+        class[0] = state[0];
+        class[1] = state[1];
+        class[2] = '\0';
+    }
 
     snprintf(err, errlen, "%s: %s", what,
              res ? PQresultErrorMessage(res) : PQerrorMessage(db->conn));
@@ -82,9 +92,10 @@ wa_db_failed(wa_db_t *db, PGresult *res, const char *what, char *err,
         return WA_DB_RETRY;
     }
 
-    if (state == NULL || strncmp(state, "40", 2) == 0
-        || strncmp(state, "53", 2) == 0 || strncmp(state, "57", 2) == 0
-        || strncmp(state, "08", 2) == 0)
+    /* transaction rollback, resources, operator intervention, connection */
+    if (class[0] == '\0' || strcmp(class, "40") == 0
+        || strcmp(class, "53") == 0 || strcmp(class, "57") == 0
+        || strcmp(class, "08") == 0)
     {
         return WA_DB_RETRY;
     }

@@ -489,7 +489,7 @@ static int
 wa_worker_apply_singly(wa_worker_t *w, wa_entry_t *entries, int n)
 {
     int              i;
-    char             err[512];
+    char             err[512], why[512];
     wa_db_result_e   rc;
 
     for (i = 0; i < n; i++) {
@@ -524,9 +524,11 @@ wa_worker_apply_singly(wa_worker_t *w, wa_entry_t *entries, int n)
         wa_log_error("entry %s refused: %s: dead-lettered", entries[i].id,
                      err);
 
-        if (wa_worker_apply(w, &entries[i], 1, err, err, sizeof(err))
+        memcpy(why, err, sizeof(why));
+
+        if (wa_worker_apply(w, &entries[i], 1, why, err, sizeof(err))
             != WA_DB_OK
-            || wa_redis_dead(&w->redis, &entries[i], err) != 0)
+            || wa_redis_dead(&w->redis, &entries[i], why) != 0)
         {
             return -1;
         }

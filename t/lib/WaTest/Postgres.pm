@@ -45,7 +45,7 @@ sub _spawn {
                   '-c', 'full_page_writes=off' ],
         stdout => "$self->{dir}/postgres.log");
     for (1 .. 200) {
-        return if $self->psql('postgres', 'SELECT 1') =~ /^1$/m;
+        return if $self->psql('postgres', 'SELECT 1', quiet => 1) =~ /^1$/m;
         sleep 0.05;
     }
     die "postgres did not start: " . `tail -5 $self->{dir}/postgres.log`;
@@ -59,11 +59,15 @@ sub conninfo { "host=127.0.0.1 port=$_[0]{port} dbname=wa user=postgres" }
 
 # psql($db, $sql) -> unaligned, tuples-only output (stderr included)
 sub psql {
-    my ($self, $db, $sql) = @_;
+    my ($self, $db, $sql, %o) = @_;
+    # "the database system is starting up" while waiting is not news
+    open my $saved, '>&', \*STDERR;
+    open STDERR, '>', '/dev/null' if $o{quiet};
     open my $p, '-|', 'psql', '-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1',
          '-h', '127.0.0.1', '-p', $self->{port}, '-U', 'postgres', '-d', $db,
          '-c', $sql
         or die $!;
+    open STDERR, '>&', $saved;
     local $/;
     my $out = <$p> // '';
     close $p;

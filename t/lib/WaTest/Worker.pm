@@ -86,11 +86,14 @@ sub stop {
 sub kill9 { $_[0]->stop('KILL') }
 
 
-# Waits until the stream has no entry left unacknowledged.
+# Waits until the stream has no entry left unacknowledged (failing at
+# once should the worker die).
 sub drained {
     my ($self, $timeout) = @_;
     my $r = $self->{redis};
     return WaTest::wait_until(sub {
+        die "worker died:\n" . $self->log
+            unless WaTest::Process::alive($self->{pid});
         my $p = eval { $r->cmd('XPENDING', 'wa:events', 'workers') };
         my $len = eval { $r->cmd('XLEN', 'wa:events') } // 1;
         $p && $p->[0] == 0 && $len == 0;
