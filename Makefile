@@ -121,7 +121,7 @@ test-worker: $(WORKER_ASAN) $(MODULE_SO)
 	WA_WORKER=$(WORKER_ASAN) WA_MODULE=$(MODULE_SO) prove -I t/lib t/1*.t
 
 run: deps build
-	conf/run.sh $(MODULE_SO)
+	conf/run.sh $(MODULE_SO) $(WORKER)
 
 bench: deps build
 	bench/ingest $(MODULE_SO)

@@ -2,25 +2,33 @@
 # `make run`: Redis and NGINX with the module on loopback, in the
 # foreground; Ctrl-C stops exactly what this script started.
 #
-# Ports: WA_HTTP_PORT (8080), WA_REDIS_PORT (6380).  State: build/run/.
+# Ports: WA_HTTP_PORT (8080), WA_REDIS_PORT (6380), WA_PG_PORT (5480).
+# State (secrets, Redis AOF, the PostgreSQL cluster, logs): build/run/.
 
 set -euo pipefail
 
 module=$(realpath "${1:-build/ngx_http_whatsapp_module.so}")
+worker=$(realpath "${2:-build/whatsapp-worker}")
 top=$(cd "$(dirname "$0")/.." && pwd)
 prefix=$top/build/run
 http_port=${WA_HTTP_PORT:-8080}
 redis_port=${WA_REDIS_PORT:-6380}
+pg_port=${WA_PG_PORT:-5480}
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 pids=()
+sigs=()
 
+# newest first, each with its own graceful signal
 stop() {
     trap - INT TERM EXIT
     echo
     echo "stopping..."
-    for pid in "${pids[@]}"; do
-        kill -QUIT "$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true
+    local i sig
+    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+        sig=${sigs[i]}
+        kill -"$sig" "${pids[i]}" 2>/dev/null || true
+        wait "${pids[i]}" 2>/dev/null || true
     done
-    wait 2>/dev/null || true
     echo "stopped."
 }
 trap 'stop; exit 0' INT TERM
@@ -30,9 +38,9 @@ port_free() {
     ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
-for p in "$http_port" "$redis_port"; do
+for p in "$http_port" "$redis_port" "$pg_port"; do
     if ! port_free "$p"; then
-        echo "port $p is in use; set WA_HTTP_PORT / WA_REDIS_PORT" >&2
+        echo "port $p is in use; set WA_HTTP_PORT / WA_REDIS_PORT / WA_PG_PORT" >&2
         exit 1
     fi
 done
@@ -45,22 +53,59 @@ chmod 755 "$prefix"
 [ -s "$prefix/verify_token" ] || openssl rand -hex 8 > "$prefix/verify_token"
 chmod 644 "$prefix/app_secret" "$prefix/verify_token"
 
-redis-server "$top/conf/redis.conf" --port "$redis_port" --bind 127.0.0.1 \
+# each server in its own session: Ctrl-C reaches this script only, which
+# then stops them in order
+setsid redis-server "$top/conf/redis.conf" --port "$redis_port" --bind 127.0.0.1 \
     --dir "$prefix/redis" --daemonize no --logfile "$prefix/logs/redis.log" &
-pids+=($!)
+pids+=($!) sigs+=(TERM)
 
 for _ in $(seq 50); do
     redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
     sleep 0.1
 done
 
+# PostgreSQL refuses to run as root: its cluster belongs to postgres
+if [ ! -d "$prefix/pg" ]; then
+    install -d -o postgres -g postgres "$prefix/pg"
+    su postgres -s /bin/sh -c "$pg_bin/initdb -D '$prefix/pg' -A trust \
+        -U postgres -E UTF8 --locale=C.UTF-8" > "$prefix/logs/initdb.log"
+fi
+
+# start-stop-daemon execs postgres in place: $! is PostgreSQL itself
+setsid start-stop-daemon --start --chuid postgres --exec "$pg_bin/postgres" -- \
+    -D "$prefix/pg" -p "$pg_port" -c listen_addresses=127.0.0.1 \
+    -c unix_socket_directories="$prefix/pg" \
+    >> "$prefix/logs/postgres.log" 2>&1 &
+pids+=($!) sigs+=(INT)
+
+for _ in $(seq 100); do
+    psql -h 127.0.0.1 -p "$pg_port" -U postgres -Atc 'SELECT 1' \
+        >/dev/null 2>&1 && break
+    sleep 0.1
+done
+
+psql -h 127.0.0.1 -p "$pg_port" -U postgres -Atc \
+    "SELECT 1 FROM pg_database WHERE datname = 'wa'" | grep -q 1 \
+    || createdb -h 127.0.0.1 -p "$pg_port" -U postgres wa
+
+export WA_REDIS_PORT=$redis_port
+export WA_POSTGRES_CONNINFO="host=127.0.0.1 port=$pg_port dbname=wa user=postgres"
+export WA_WORKER_SQL_DIR=$top/sql
+export WA_WORKER_CONSUMER=run
+
+"$worker" -c "$top/conf/whatsapp-worker.conf" migrate \
+    >> "$prefix/logs/worker.log" 2>&1
+setsid "$worker" -c "$top/conf/whatsapp-worker.conf" \
+    >> "$prefix/logs/worker.log" 2>&1 &
+pids+=($!) sigs+=(TERM)
+
 sed -e "s|@MODULE@|$module|" -e "s|@PREFIX@|$prefix|g" \
     -e "s|@HTTP_PORT@|$http_port|" -e "s|@REDIS_PORT@|$redis_port|" \
     "$top/conf/nginx.conf" > "$prefix/nginx.conf"
 
 nginx -t -q -p "$prefix/" -c "$prefix/nginx.conf" -e "$prefix/logs/error.log"
-nginx -p "$prefix/" -c "$prefix/nginx.conf" -e "$prefix/logs/error.log" &
-pids+=($!)
+setsid nginx -p "$prefix/" -c "$prefix/nginx.conf" -e "$prefix/logs/error.log" &
+pids+=($!) sigs+=(QUIT)
 
 for _ in $(seq 50); do
     port_free "$http_port" || break
@@ -71,7 +116,8 @@ url=http://127.0.0.1:$http_port/whatsapp/webhook
 
 cat <<MSG
 
-  WhatsApp gateway running (NGINX pid ${pids[1]}, Redis pid ${pids[0]}).
+  WhatsApp gateway running on loopback: Redis (pid ${pids[0]}), PostgreSQL
+  (pid ${pids[1]}), whatsapp-worker (pid ${pids[2]}), NGINX (pid ${pids[3]}).
 
   Webhook URL      $url
   Verify token     $(cat "$prefix/verify_token")   ($prefix/verify_token)
@@ -79,8 +125,8 @@ cat <<MSG
   Metrics          http://127.0.0.1:$http_port/whatsapp/status
   Logs             $prefix/logs/
 
-  Watch events arrive (another terminal):
-    redis-cli -p $redis_port XREAD BLOCK 0 STREAMS wa:events '\$'
+  Watch realtime updates as the worker publishes them (another terminal):
+    redis-cli -p $redis_port SUBSCRIBE wa:updates
 
   Send a correctly signed sample event:
     body=\$(cat t/fixtures/text.json); curl -i $url -H "X-Hub-Signature-256: sha256=\$(printf %s "\$body" | openssl dgst -sha256 -hmac "\$(cat $prefix/app_secret)" -r | cut -d' ' -f1)" --data-binary "\$body"
@@ -88,7 +134,11 @@ cat <<MSG
   Meta's verification handshake:
     curl "$url?hub.mode=subscribe&hub.verify_token=\$(cat $prefix/verify_token)&hub.challenge=1234"
 
-  (PostgreSQL and whatsapp-worker join here once they exist.)
+  See what was stored:
+    psql -h 127.0.0.1 -p $pg_port -U postgres wa -c 'TABLE conversations'
+
+  (SSE to browsers arrives with the realtime issue; until then the
+  wa:updates channel above is what the module will relay.)
   Ctrl-C stops everything.
 
 MSG
