@@ -60,8 +60,8 @@ sub migrate {
 
 
 sub start {
-    my ($self) = @_;
-    $self->{pid} = WaTest::Process::spawn(argv => [ binary() ],
+    my ($self, @args) = @_;
+    $self->{pid} = WaTest::Process::spawn(argv => [ binary(), @args ],
                                           env => $self->env,
                                           stdout => "$self->{dir}/worker.log");
     WaTest::wait_until(sub { $self->log =~ /starting/ }, 10)
