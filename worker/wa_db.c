@@ -12,6 +12,7 @@
 
 
 static int wa_db_is_migration(const struct dirent *d);
+static int wa_db_applied(wa_db_t *db, const char *name);
 static wa_db_result_e wa_db_failed(wa_db_t *db, PGresult *res,
     const char *what, char *err, size_t errlen);
 static int wa_db_exec(wa_db_t *db, const char *sql);
@@ -355,10 +356,36 @@ wa_db_read_file(const char *path)
 }
 
 
+/* 1: the migration is recorded, 0: it is not, -1: cannot tell */
+static int
+wa_db_applied(wa_db_t *db, const char *name)
+{
+    int          rc;
+    PGresult    *res;
+    const char  *values[1];
+
+    values[0] = name;
+    res = PQexecParams(db->conn, "SELECT 1 FROM wa_migrations WHERE name = $1",
+                       1, NULL, values, NULL, NULL, 0);
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        wa_log_error("postgres: %s", PQresultErrorMessage(res));
+        rc = -1;
+
+    } else {
+        rc = PQntuples(res) == 1;
+    }
+
+    PQclear(res);
+
+    return rc;
+}
+
+
 int
 wa_db_migrate(wa_db_t *db, const char *sql_dir)
 {
-    int              i, n, rc, applied;
+    int              i, n, rc, applied, applied_already;
     char             path[2048], *sql;
     PGresult        *res;
     const char      *values[1];
@@ -384,24 +411,14 @@ wa_db_migrate(wa_db_t *db, const char *sql_dir)
     applied = 0;
 
     for (i = 0; i < n && rc == 0; i++) {
-        values[0] = list[i]->d_name;
-        res = PQexecParams(db->conn,
-                           "SELECT 1 FROM wa_migrations WHERE name = $1",
-                           1, NULL, values, NULL, NULL, 0);
+        applied_already = wa_db_applied(db, list[i]->d_name);
 
-        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-            wa_log_error("postgres: %s", PQresultErrorMessage(res));
-            PQclear(res);
-            rc = -1;
-            break;
-        }
-
-        if (PQntuples(res) == 1) {
-            PQclear(res);
+        if (applied_already != 0) {
+            rc = applied_already < 0 ? -1 : 0;
             continue;
         }
 
-        PQclear(res);
+        values[0] = list[i]->d_name;
 
         snprintf(path, sizeof(path), "%s/%s", sql_dir, list[i]->d_name);
         sql = wa_db_read_file(path);
@@ -457,8 +474,6 @@ int
 wa_db_check_schema(wa_db_t *db, const char *sql_dir)
 {
     int              i, n, missing;
-    PGresult        *res;
-    const char      *values[1];
     struct dirent  **list;
 
     n = wa_db_migrations(sql_dir, &list);
@@ -469,18 +484,12 @@ wa_db_check_schema(wa_db_t *db, const char *sql_dir)
     missing = 0;
 
     for (i = 0; i < n; i++) {
-        values[0] = list[i]->d_name;
-        res = PQexecParams(db->conn,
-                           "SELECT 1 FROM wa_migrations WHERE name = $1",
-                           1, NULL, values, NULL, NULL, 0);
-
-        if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        if (wa_db_applied(db, list[i]->d_name) != 1) {
             wa_log_error("migration %s is not applied: run "
                          "\"whatsapp-worker migrate\"", list[i]->d_name);
             missing++;
         }
 
-        PQclear(res);
         free(list[i]);
     }
 
