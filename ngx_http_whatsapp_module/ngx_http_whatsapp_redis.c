@@ -214,6 +214,14 @@ ngx_http_whatsapp_redis_connect(ngx_http_whatsapp_redis_t *rd)
 
     ngx_http_whatsapp_redis_handshake(rd);
 
+    /* may run at process start, outside the event loop; a connect that
+     * fails at once has already scheduled the next attempt */
+    ngx_http_whatsapp_redis_flush(ac);
+
+    if (rd->state != NGX_HTTP_WHATSAPP_REDIS_CONNECTING) {
+        return;
+    }
+
     /* covers the TCP connect and the handshake: a Redis that accepts but
      * does not answer (stopped, overloaded) is not usable */
     ngx_add_timer(&rd->timer, rd->connect_timeout);

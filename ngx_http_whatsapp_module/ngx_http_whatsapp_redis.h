@@ -77,6 +77,7 @@ void ngx_http_whatsapp_redis_abandon(ngx_http_whatsapp_redis_cmd_t *cmd);
 /* Wraps hiredis' socket in an NGINX connection (redis_adapter.c). */
 ngx_int_t ngx_http_whatsapp_redis_attach(redisAsyncContext *ac,
     ngx_log_t *log);
+void ngx_http_whatsapp_redis_flush(redisAsyncContext *ac);
 
 
 #endif /* NGX_HTTP_WHATSAPP_REDIS_H_INCLUDED_ */

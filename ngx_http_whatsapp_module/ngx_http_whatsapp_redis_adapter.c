@@ -49,6 +49,22 @@ ngx_http_whatsapp_redis_attach(redisAsyncContext *ac, ngx_log_t *log)
 }
 
 
+/*
+ * Writes what is queued now.  Posted events run at the end of an event
+ * loop iteration; queued from outside one (process start), they would wait
+ * for the next event or timer.
+ */
+void
+ngx_http_whatsapp_redis_flush(redisAsyncContext *ac)
+{
+    ngx_connection_t  *c = ac->ev.data;
+
+    if (c && c->write->posted) {
+        ngx_http_whatsapp_redis_write_handler(c->write);
+    }
+}
+
+
 /* hiredis calls the hooks repeatedly: each must be idempotent */
 
 static void
@@ -76,16 +92,19 @@ ngx_http_whatsapp_redis_del_read(void *privdata)
 }
 
 
+/*
+ * Commands queued by the requests of one event loop iteration are written
+ * together at its end, in one write(): the write event is posted, not
+ * registered.  Only when the socket cannot take everything is it watched
+ * for writability (see the write handler).
+ */
 static void
 ngx_http_whatsapp_redis_add_write(void *privdata)
 {
     ngx_connection_t  *c = privdata;
 
-    if (!c->write->active
-        && ngx_add_event(c->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT) != NGX_OK)
-    {
-        ngx_log_error(NGX_LOG_ALERT, c->log, 0,
-                      "whatsapp: cannot watch the Redis socket for writing");
+    if (!c->write->active && !c->write->posted) {
+        ngx_post_event(c->write, &ngx_posted_events);
     }
 }
 
@@ -94,6 +113,10 @@ static void
 ngx_http_whatsapp_redis_del_write(void *privdata)
 {
     ngx_connection_t  *c = privdata;
+
+    if (c->write->posted) {
+        ngx_delete_posted_event(c->write);
+    }
 
     if (c->write->active) {
         (void) ngx_del_event(c->write, NGX_WRITE_EVENT, 0);
@@ -142,5 +165,38 @@ ngx_http_whatsapp_redis_write_handler(ngx_event_t *ev)
 {
     ngx_connection_t  *c = ev->data;
 
+    redisAsyncContext  *ac;
+
     redisAsyncHandleWrite(c->data);
+
+    /*
+     * Freed on a write error: the cleanup hook marked the connection (its
+     * memory stays, it is NGINX's connection array).
+     */
+    if (c->fd == (ngx_socket_t) -1) {
+        return;
+    }
+
+    ac = c->data;
+
+    /*
+     * What is left (or a connect still in progress, which hiredis does not
+     * ask to be told about again) waits for the socket, not for another
+     * posted round.
+     */
+    if (c->write->posted || !(ac->c.flags & REDIS_CONNECTED)) {
+
+        if (c->write->posted) {
+            ngx_delete_posted_event(c->write);
+        }
+
+        if (!c->write->active
+            && ngx_add_event(c->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT)
+               != NGX_OK)
+        {
+            ngx_log_error(NGX_LOG_ALERT, c->log, 0,
+                          "whatsapp: cannot watch the Redis socket for "
+                          "writing");
+        }
+    }
 }
