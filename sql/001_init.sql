@@ -72,7 +72,11 @@ CREATE TABLE messages (
     media_filename        text,
     media_url             text,
     reply_to              text,               -- context.id
+    refers_to             text,               -- an edit's, revoke's or
+                                              -- reaction's target wamid
     content               jsonb NOT NULL,     -- the message object as sent
+    edited_at             timestamptz,        -- body is the latest edit's
+    revoked_at            timestamptz,
     status                text,
     status_at             timestamptz,
     sent_status_at        timestamptz,
@@ -87,6 +91,9 @@ CREATE TABLE messages (
 
 CREATE INDEX messages_conversation
     ON messages (conversation_id, sent_at DESC, wamid DESC);
+
+CREATE INDEX messages_refers_to ON messages (refers_to)
+    WHERE refers_to IS NOT NULL;
 
 -- Every status Meta reported, first report kept.  A status may arrive
 -- before its message: it waits here and is applied when the message

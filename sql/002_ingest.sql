@@ -138,7 +138,7 @@ BEGIN
         INSERT INTO messages (wamid, conversation_id, phone_number_id,
                               customer_id, direction, source, type, sent_at,
                               body, media_id, media_mime_type, media_sha256,
-                              media_filename, reply_to, content)
+                              media_filename, reply_to, refers_to, content)
         SELECT DISTINCT ON (e->>'wamid')
                e->>'wamid', wa_conversation_id(e->>'pn', e->>'customer'),
                e->>'pn', e->>'customer', e->>'dir', e->>'source',
@@ -148,7 +148,11 @@ BEGIN
                e->'msg'->(e->'msg'->>'type')->>'mime_type',
                e->'msg'->(e->'msg'->>'type')->>'sha256',
                e->'msg'->(e->'msg'->>'type')->>'filename',
-               e->'msg'->'context'->>'id', e->'msg'
+               e->'msg'->'context'->>'id',
+               coalesce(e->'msg'->'edit'->>'original_message_id',
+                        e->'msg'->'revoke'->>'original_message_id',
+                        e->'msg'->'reaction'->>'message_id'),
+               e->'msg'
         FROM jsonb_array_elements(batch->'messages') e
         ORDER BY e->>'wamid', e->>'source'
         ON CONFLICT (wamid) DO NOTHING
@@ -156,6 +160,35 @@ BEGIN
     )
     SELECT coalesce(jsonb_agg(to_jsonb(ins) ORDER BY sent_at, wamid), '[]')
     INTO new_messages FROM ins;
+
+    -- edits and revokes, whichever arrives first, the original or them:
+    -- an original shows its latest edit's text and the first revoke
+    WITH touched AS (
+        SELECT e->>'refers_to' AS wamid FROM jsonb_array_elements(new_messages) e
+        WHERE e->>'type' IN ('edit', 'revoke')
+        UNION
+        SELECT e->>'wamid' FROM jsonb_array_elements(new_messages) e
+    ), derived AS (
+        SELECT t.wamid,
+               (SELECT wa_message_body(x.content->'edit'->'message')
+                FROM messages x
+                WHERE x.refers_to = t.wamid AND x.type = 'edit'
+                ORDER BY x.sent_at DESC, x.wamid DESC LIMIT 1) AS body,
+               (SELECT max(x.sent_at) FROM messages x
+                WHERE x.refers_to = t.wamid AND x.type = 'edit') AS edited_at,
+               (SELECT min(x.sent_at) FROM messages x
+                WHERE x.refers_to = t.wamid AND x.type = 'revoke')
+                   AS revoked_at
+        FROM touched t
+    )
+    UPDATE messages m
+    SET body = coalesce(d.body, m.body), edited_at = d.edited_at,
+        revoked_at = d.revoked_at
+    FROM derived d
+    WHERE m.wamid = d.wamid
+      AND (d.edited_at IS NOT NULL OR d.revoked_at IS NOT NULL)
+      AND (m.edited_at, m.revoked_at) IS DISTINCT FROM
+          (d.edited_at, d.revoked_at);
 
     -- statuses: the earliest report of each (wamid, status) is kept
     INSERT INTO message_statuses AS s (wamid, status, at, phone_number_id,

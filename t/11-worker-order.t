@@ -40,6 +40,19 @@ for my $i (1 .. 40) {
         contacts => [ { profile => { name => "Customer $c v$i" }, wa_id => "$c" } ],
         messages => [ { from => "$c", id => "wamid.in.$i", timestamp => "$ts",
                         type => 'text', text => { body => "hello $i \x{e9}" } } ]);
+    if ($i % 4 == 1) {       # an edit, then another, of this message
+        for my $e (1, 2) {
+            push @messages, value($pn, messages => [ {
+                from => "$c", id => "wamid.edit.$i.$e", timestamp => $ts + 60 * $e,
+                type => 'edit', edit => { original_message_id => "wamid.in.$i",
+                    message => { type => 'text', text => { body => "hello $i, edited $e" } } } } ]);
+        }
+    }
+    if ($i % 4 == 2) {       # revoked
+        push @messages, value($pn, messages => [ {
+            from => "$c", id => "wamid.revoke.$i", timestamp => $ts + 90,
+            type => 'revoke', revoke => { original_message_id => "wamid.in.$i" } } ]);
+    }
     my $out = "wamid.out.$i";
     push @echoes, { field => 'smb_message_echoes', value => {
         messaging_product => 'whatsapp',
@@ -114,9 +127,14 @@ is($shuffled, $in_order,
    'shuffled, repeated 3x, statuses first: byte-identical tables');
 
 sub q1 { $pg->query($_[0]) =~ s/\n$//r }
-is(q1('SELECT count(*) FROM messages'), 80, '80 messages, each once');
-is(q1("SELECT sum(unread_count) FROM conversations"), 40,
+is(q1('SELECT count(*) FROM messages'), 80 + 20 + 10,
+   '80 messages, 20 edits and 10 revokes, each once');
+is(q1("SELECT sum(unread_count) FROM conversations"), 40 + 20 + 10,
    'unread grew once per inbound message');
+is(q1("SELECT body FROM messages WHERE wamid = 'wamid.in.5'"),
+   'hello 5, edited 2', 'an edited message shows its latest edit');
+is(q1("SELECT count(*) FROM messages WHERE wamid LIKE 'wamid.in.%' AND "
+      . "revoked_at IS NOT NULL"), 10, 'revokes mark their originals');
 is(q1("SELECT count(*) FROM messages WHERE source = 'echo' AND "
       . "status = 'read' AND sent_status_at IS NOT NULL AND "
       . "delivered_at IS NOT NULL AND read_at IS NOT NULL"), 32,
