@@ -323,8 +323,16 @@ BEGIN
     ORDER BY e->>'waba_id', e->>'field', md5((e->'value')::text)
     ON CONFLICT DO NOTHING;
 
-    PERFORM wa_apply_templates(batch->'fields');
-    PERFORM wa_apply_phone_health(batch->'fields');
+    INSERT INTO update_outbox (event, data)
+    SELECT 'template.status', to_jsonb(t) FROM wa_apply_templates(batch->'fields') t;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    events := events + n;
+
+    INSERT INTO update_outbox (event, data)
+    SELECT 'phone.health', to_jsonb(p)
+    FROM wa_apply_phone_health(batch->'fields') p;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    events := events + n;
 
     -- realtime events, in Meta's time order
     INSERT INTO update_outbox (event, data)
@@ -367,9 +375,10 @@ END
 $$;
 
 
--- message_template_status_update / _quality_update: newest by entry time
+-- message_template_status_update / _quality_update: newest by entry time;
+-- returns the templates changed
 CREATE FUNCTION wa_apply_templates(fields jsonb)
-RETURNS void LANGUAGE sql
+RETURNS SETOF templates LANGUAGE sql
 AS $$
     INSERT INTO templates AS t (waba_id, template_id, name, language, category,
                                 status, quality_score, reason, updated_at)
@@ -397,13 +406,15 @@ AS $$
             quality_score = coalesce(excluded.quality_score, t.quality_score),
             reason = coalesce(excluded.reason, t.reason),
             updated_at = excluded.updated_at
-        WHERE t.updated_at IS NULL OR excluded.updated_at >= t.updated_at;
+        WHERE t.updated_at IS NULL OR excluded.updated_at >= t.updated_at
+    RETURNING *;
 $$;
 
 
--- phone_number_quality_update: newest by entry time
+-- phone_number_quality_update: newest by entry time; returns the numbers
+-- changed
 CREATE FUNCTION wa_apply_phone_health(fields jsonb)
-RETURNS void LANGUAGE sql
+RETURNS SETOF phone_numbers LANGUAGE sql
 AS $$
     UPDATE phone_numbers p
     SET quality_rating = coalesce(q.value->>'current_limit', p.quality_rating),
@@ -418,7 +429,8 @@ AS $$
           ORDER BY e->'value'->>'display_phone_number',
                    (e->>'time')::bigint DESC, (e->'value')::text) q
     WHERE p.display_phone_number = q.value->>'display_phone_number'
-      AND (p.health_updated_at IS NULL OR q.at >= p.health_updated_at);
+      AND (p.health_updated_at IS NULL OR q.at >= p.health_updated_at)
+    RETURNING p.*;
 $$;
 
 

@@ -126,6 +126,7 @@ for my $u (@$updates) {
 ok($events{'message.new'}, "message.new published ($events{'message.new'})");
 ok($events{'message.echo'}, 'message.echo published');
 ok($events{'conversation.update'}, 'conversation.update published');
+ok($events{'template.status'}, 'template.status published');
 is(row('SELECT count(*) FROM update_outbox'), '0', 'outbox drained');
 
 is($worker->stop, 0, 'SIGTERM: exit status 0');

@@ -73,17 +73,24 @@ for my $i (1 .. 40) {
     }
 }
 
-# deliveries: one batched (3 entries x 2 changes, each several items), the
-# rest one change each
+# deliveries: one batched (3 entries x 2 changes, each with several
+# messages and statuses), the rest one change each
 my @deliveries;
-my @batched = splice @messages, 0, 6;
+my @batched;
+for my $k (1 .. 6) {
+    my @m = map { @{ $_->{value}{messages} } } splice @messages, 0, 2;
+    my @s = map { @{ $_->{value}{statuses} } } splice @statuses, 0, 2;
+    push @batched, value($pns[0], messages => \@m, statuses => \@s,
+        contacts => [ map { { profile => { name => "Customer $_->{from} b" },
+                              wa_id => $_->{from} } } @m ]);
+}
 push @deliveries, { object => 'whatsapp_business_account', entry => [
     map { { id => '102290129340398',
             changes => [ $batched[2 * $_], $batched[2 * $_ + 1] ] } } 0 .. 2 ] };
-push @deliveries, envelope($_) for @messages, @echoes, @statuses;
+my @batched_ids = map { $_->{id} } map { @{ $_->{value}{messages} } } @batched;
 my @status_deliveries = map { envelope($_) } @statuses;
-my @other = grep { !grep { $_->{field} eq 'messages' && $_->{value}{statuses} }
-                   map { @{ $_->{changes} } } @{ $_->{entry} } } @deliveries;
+my @other = ($deliveries[0], map { envelope($_) } @messages, @echoes);
+push @deliveries, @other[1 .. $#other], @status_deliveries;
 
 sub run {
     my ($db, $prefix, @bodies) = @_;
@@ -122,6 +129,13 @@ run('wa2', 'b:', shuffle(@status_deliveries), @again,
 my $shuffled = dump_db('wa2');
 
 ok(length $in_order > 1000, 'the in-order run stored data');
+is($pg->psql_ok('wa', "SELECT count(*) FROM messages WHERE wamid IN ("
+                      . join(',', map { "'$_'" } @batched_ids) . ")"),
+   scalar(@batched_ids) . "\n",
+   'the batched delivery: every message of every change of every entry');
+is($pg->psql_ok('wa', 'SELECT count(*) FROM message_statuses'),
+   scalar(map { @{ $_->{value}{statuses} } } @statuses, @batched) . "\n",
+   'and every status');
 open my $fa, '>', '/tmp/dump_a'; print $fa $in_order; open my $fb, '>', '/tmp/dump_b'; print $fb $shuffled; close $fa; close $fb;
 is($shuffled, $in_order,
    'shuffled, repeated 3x, statuses first: byte-identical tables');
@@ -145,6 +159,13 @@ is(q1("SELECT count(*) FROM conversations c JOIN messages m "
       . "ON m.wamid = c.last_message_id WHERE m.sent_at < ALL "
       . "(SELECT max(sent_at) FROM messages x WHERE x.conversation_id = c.id)"),
    0, 'last message is the newest');
+my %ev;
+for my $u (@{ $redis->cmd('XRANGE', 'a:updates', '-', '+') }) {
+    my %f = @{ $u->[1] };
+    $ev{ $f{event} }++;
+}
+ok($ev{'message.status'}, "message.status published ($ev{'message.status'})");
+
 like(q1("SELECT profile_name FROM contacts WHERE customer_id = "
         . "'$customers[0]' AND phone_number_id = '$pns[0][0]'"),
      qr/^Customer $customers[0] v36$/, 'the newest profile name wins');
