@@ -10,9 +10,9 @@
 #                                as the API would have stored them)
 #       and prints one line: GEN inbound=.. statuses=.. outbound=.. ...
 #
-#   persist-helper.pl monitor REDIS_PORT WORKER_PID T0_MS N TIMEOUT
+#   persist-helper.pl monitor REDIS_PORT PID[,PID...] T0_MS N TIMEOUT
 #       polls XLEN / XPENDING every 100 ms until the stream is drained,
-#       samples the worker's VmRSS every second, prints
+#       samples each worker's VmRSS every second, prints
 #       DRAIN seconds=.. rss_min_kb=.. rss_max_kb=.. ...
 #
 #   persist-helper.pl cpu PID...
@@ -323,8 +323,8 @@ sub read_reply {
 sub rss_kb {
     my ($pid) = @_;
     open my $f, '<', "/proc/$pid/status" or return undef;
-    while (<$f>) {
-        return $1 if /^VmRSS:\s+(\d+)/;
+    while (my $line = <$f>) {     # not $_: callers map over pids
+        return $1 if $line =~ /^VmRSS:\s+(\d+)/;
     }
     return undef;
 }
@@ -337,7 +337,8 @@ sub alive {
 }
 
 sub monitor {
-    my ($port, $pid, $t0_ms, $n, $timeout) = @_;
+    my ($port, $pids, $t0_ms, $n, $timeout) = @_;
+    my @pids = split /,/, $pids;
     my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
                                      PeerPort => $port, Proto => 'tcp')
         or die "redis 127.0.0.1:$port: $!\n";
@@ -353,12 +354,11 @@ sub monitor {
     for (;;) {
         my $now = time;
         if ($now >= $next_rss) {
-            my $r = rss_kb($pid);
-            push @rss, $r if defined $r;
+            push @rss, grep { defined } map { rss_kb($_) } @pids;
             $next_rss += 1;
         }
-        unless (alive($pid)) {
-            print "DIED seconds=", sprintf('%.3f', $now - $t0), "\n";
+        if (my @dead = grep { !alive($_) } @pids) {
+            print "DIED pid=@dead seconds=", sprintf('%.3f', $now - $t0), "\n";
             exit 2;
         }
         $len = redis_cmd($sock, 'XLEN', 'wa:events');
@@ -386,8 +386,7 @@ sub monitor {
         sleep $d if $d > 0;
     }
 
-    my $r = rss_kb($pid);
-    push @rss, $r if defined $r;
+    push @rss, grep { defined } map { rss_kb($_) } @pids;
     my @sorted = sort { $a <=> $b } @rss;
     printf "DRAIN seconds=%.3f rss_min_kb=%d rss_max_kb=%d rss_first_kb=%d "
            . "rss_last_kb=%d rss_samples=%d\n", $end - $t0,

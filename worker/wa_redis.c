@@ -136,7 +136,10 @@ wa_redis_read(wa_redis_t *r, int pending, redisReply **reply,
     }
 
     if (rep->type == REDIS_REPLY_ERROR) {
+        /* NOGROUP after a Redis that lost its data: reconnecting creates
+         * the group again */
         wa_log_error("redis XREADGROUP: %s", rep->str);
+        wa_redis_close(r);
         return -1;
     }
 
@@ -171,12 +174,14 @@ wa_redis_claim(wa_redis_t *r, redisReply **reply, wa_entry_t **entries)
     }
 
     /* [next-id, [entries], [deleted ids]] */
-    if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 2) {
-        if (rep->type == REDIS_REPLY_ERROR) {
-            wa_log_error("redis XAUTOCLAIM: %s", rep->str);
-        }
+    if (rep->type == REDIS_REPLY_ERROR) {
+        wa_log_error("redis XAUTOCLAIM: %s", rep->str);
+        wa_redis_close(r);
+        return -1;
+    }
 
-        return rep->type == REDIS_REPLY_ERROR ? -1 : 0;
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 2) {
+        return 0;
     }
 
     return wa_redis_entries(rep->element[1], entries);

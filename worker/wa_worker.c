@@ -242,7 +242,10 @@ wa_worker_run(wa_worker_t *w)
 
         n = wa_redis_read(&w->redis, pending, &reply, &entries);
 
-        if (n == 0 && pending) {
+        if (n < 0) {
+            wa_worker_sleep(w);
+
+        } else if (n == 0 && pending) {
             pending = 0;
         }
 
