@@ -375,6 +375,12 @@ END
 $$;
 
 
+-- Its statements handle hundreds of rows: LLVM compilation (jit) costs
+-- far more than it saves, and grows as the planner's estimates do
+-- (bench/README.md: +20 to 25 % drain rate without it).
+ALTER FUNCTION wa_apply_batch(jsonb, bytea[]) SET jit = off;
+
+
 -- message_template_status_update / _quality_update: newest by entry time;
 -- returns the templates changed
 CREATE FUNCTION wa_apply_templates(fields jsonb)

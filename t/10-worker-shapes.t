@@ -4,6 +4,7 @@ use strict;
 use warnings;
 use JSON::PP;
 use Test::More;
+use Time::HiRes qw(time);
 use WaTest;
 
 my $pg = WaTest::Postgres->start;
@@ -23,7 +24,7 @@ for my $f (@files) {
     # the fixtures reuse wamids across files; real ones are unique
     (my $body = slurp($f)) =~ s/"(wamid\.[^"]+)"/"$1.$n"/g;
     $redis->cmd('XADD', 'wa:events', '*', 'body', $body,
-                'rcvd', '1749416383000', 'rid', ++$n);
+                'rcvd', int(time * 1000), 'rid', ++$n);
     my $p = decode_json($body);
     for my $entry (@{ $p->{entry} }) {
         for my $ch (@{ $entry->{changes} }) {
@@ -77,6 +78,8 @@ for my $field (sort keys %want_field) {
     ok($got_field{$field}, "field $field kept ($want_field{$field} payloads)");
 }
 
+is($pg->query("SELECT count(*) FROM webhook_log_default"), "0\n",
+   "the webhook log goes to today's partition, created at start");
 is($pg->query("SELECT result, count(*) FROM webhook_log GROUP BY 1"),
    "ok|$n\n", "all $n deliveries logged as ok");
 is($pg->query("SELECT count(*) FROM webhook_log WHERE body IS NULL OR "

@@ -179,13 +179,14 @@ wa_usage(FILE *out)
 static int
 wa_worker_run(wa_worker_t *w)
 {
-    int          n, pending, schema_checked;
+    int          n, pending, schema_checked, retained;
     long long    now, last_claim, last_retain;
     wa_entry_t  *entries;
     redisReply  *reply;
 
     pending = 1;              /* our own unacknowledged entries first */
     schema_checked = 0;
+    retained = 0;             /* today's log partition before any insert */
     last_claim = 0;
     last_retain = 0;
 
@@ -217,10 +218,11 @@ wa_worker_run(wa_worker_t *w)
 
         now = wa_now_ms();
 
-        if (now - last_retain >= WA_RETAIN_EVERY_MS) {
+        if (!retained || now - last_retain >= WA_RETAIN_EVERY_MS) {
             if (wa_db_retain(&w->db, w->cf.worker_log_retention_days)
                 == WA_DB_OK)
             {
+                retained = 1;
                 last_retain = now;
             }
         }
