@@ -64,6 +64,7 @@ AS $$
 DECLARE
     new_messages  jsonb;
     changed       jsonb;
+    touched_ids   text[];
     events        integer := 0;
     n             integer;
 BEGIN
@@ -125,7 +126,14 @@ BEGIN
                      AND (c.profile_name_at IS NULL
                           OR (excluded.profile_name_at, excluded.profile_name)
                              > (c.profile_name_at, c.profile_name))
-                THEN excluded.profile_name_at ELSE c.profile_name_at END;
+                THEN excluded.profile_name_at ELSE c.profile_name_at END
+        -- no dead tuple when nothing changes
+        WHERE (c.wa_id IS NULL AND excluded.wa_id IS NOT NULL)
+           OR (c.user_id IS NULL AND excluded.user_id IS NOT NULL)
+           OR (excluded.profile_name IS NOT NULL
+               AND (c.profile_name_at IS NULL
+                    OR (excluded.profile_name_at, excluded.profile_name)
+                       > (c.profile_name_at, c.profile_name)));
 
     INSERT INTO conversations (id, phone_number_id, customer_id)
     SELECT DISTINCT wa_conversation_id(e->>'pn', e->>'customer'),
@@ -237,13 +245,15 @@ BEGIN
            OR (excluded.last_error_at, excluded.last_error_code)
               > (c.last_error_at, c.last_error_code);
 
-    -- derive status columns of every message touched, from all statuses
-    WITH touched AS (
-        SELECT e->>'wamid' AS wamid
-        FROM jsonb_array_elements(batch->'statuses') e
+    -- derive status columns of every message touched, from all statuses;
+    -- an array, not a join, so the plan is index lookups whatever the
+    -- statistics said when it was made (empty tables: seq scans)
+    touched_ids := ARRAY(
+        SELECT e->>'wamid' FROM jsonb_array_elements(batch->'statuses') e
         UNION
-        SELECT e->>'wamid' FROM jsonb_array_elements(new_messages) e
-    ), derived AS (
+        SELECT e->>'wamid' FROM jsonb_array_elements(new_messages) e);
+
+    WITH derived AS (
         SELECT s.wamid,
                (array_agg(s.status ORDER BY wa_status_rank(s.status) DESC))[1]
                    AS status,
@@ -258,8 +268,8 @@ BEGIN
                    AS error_code,
                (array_agg(s.error_title) FILTER (WHERE s.status = 'failed'))[1]
                    AS error_title
-        FROM message_statuses s JOIN touched t USING (wamid)
-        WHERE wa_status_rank(s.status) > 0
+        FROM message_statuses s
+        WHERE s.wamid = ANY (touched_ids) AND wa_status_rank(s.status) > 0
         GROUP BY s.wamid
     ), upd AS (
         UPDATE messages m
@@ -269,7 +279,7 @@ BEGIN
             failed_at = d.failed_at, error_code = d.error_code,
             error_title = d.error_title
         FROM derived d
-        WHERE m.wamid = d.wamid
+        WHERE m.wamid = d.wamid AND m.wamid = ANY (touched_ids)
           AND wa_status_rank(d.status) >= wa_status_rank(m.status)
           AND (m.status, m.status_at, m.sent_status_at, m.delivered_at,
                m.read_at, m.played_at, m.failed_at)
