@@ -16,6 +16,7 @@ use warnings;
 
 use Digest::SHA qw(hmac_sha256_hex);
 use Exporter 'import';
+use File::Spec;
 use IO::Select;
 use IO::Socket::INET;
 use Socket qw(SOL_SOCKET SO_LINGER);
@@ -39,6 +40,15 @@ sub webhook_location {
     return "location = /webhook { whatsapp_webhook; $secrets"
          . "whatsapp_verify_token " . ($o{token} // 'tok') . "; "
          . ($o{extra} // '') . " }";
+}
+
+
+# The absolute path of a build product, from $ENV{$var} or the default.
+sub built {
+    my ($var, $default) = @_;
+    my $path = File::Spec->rel2abs($ENV{$var} // $default);
+    die "$path is not built (make build, or set $var)" unless -f $path;
+    return $path;
 }
 
 

@@ -20,10 +20,7 @@ my $NGINX = $ENV{WA_NGINX} // '/usr/sbin/nginx';
 
 
 sub module_path {
-    my $m = $ENV{WA_MODULE} // 'build/ngx_http_whatsapp_module.so';
-    $m = File::Spec->rel2abs($m);
-    die "module $m not built (make build)" unless -f $m;
-    return $m;
+    return WaTest::built('WA_MODULE', 'build/ngx_http_whatsapp_module.so');
 }
 
 

@@ -15,10 +15,7 @@ use WaTest::Process;
 
 
 sub binary {
-    my $b = $ENV{WA_WORKER} // 'build/asan/whatsapp-worker';
-    $b = File::Spec->rel2abs($b);
-    die "worker $b not built" unless -x $b;
-    return $b;
+    return WaTest::built('WA_WORKER', 'build/asan/whatsapp-worker');
 }
 
 
