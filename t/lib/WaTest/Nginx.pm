@@ -28,12 +28,10 @@ sub asan_env {
     my ($dir) = @_;
     return {} unless $ENV{WA_ASAN};
     chomp(my $lib = `gcc -print-file-name=libasan.so`);
-    my $supp = File::Spec->rel2abs('t/lsan.supp');
     return {
         LD_PRELOAD => $lib,
         ASAN_OPTIONS => "log_path=$dir/sanitizer/report:detect_leaks=1:"
                       . "abort_on_error=0:detect_odr_violation=0:fast_unwind_on_malloc=0:malloc_context_size=12",
-        LSAN_OPTIONS => "suppressions=$supp:print_suppressions=0",
         UBSAN_OPTIONS => "log_path=$dir/sanitizer/report:print_stacktrace=1",
     };
 }

@@ -21,7 +21,6 @@ sub binary {
 
 sub env {
     my ($self) = @_;
-    my $supp = File::Spec->rel2abs('t/lsan.supp');
     return {
         WA_REDIS_PORT => $self->{redis}->port,
         WA_POSTGRES_CONNINFO => $self->{pg}->conninfo,
@@ -31,7 +30,6 @@ sub env {
         %{ $self->{env} // {} },
         ASAN_OPTIONS => "log_path=$self->{dir}/sanitizer:detect_leaks=1",
         UBSAN_OPTIONS => "log_path=$self->{dir}/sanitizer:print_stacktrace=1",
-        LSAN_OPTIONS => "suppressions=$supp",
     };
 }
 
