@@ -24,6 +24,14 @@ DEB_PKGS := nginx nginx-dev libhiredis-dev libyajl-dev libpq-dev \
 MODULE_SRCS := config $(wildcard ngx_http_whatsapp_module/*.[ch]) \
                $(wildcard common/*.[ch])
 
+WORKER_SRCS := $(wildcard worker/*.c)
+WORKER_DEPS := $(WORKER_SRCS) $(wildcard worker/*.h)
+WORKER_LIBS := -lhiredis -lpq -lyajl -linih
+WORKER      := $(BUILD)/whatsapp-worker
+WORKER_ASAN := $(BUILD)/asan/whatsapp-worker
+WORKER_CFLAGS := -Wall -Wextra -Werror -Iworker \
+                 -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
+
 .PHONY: all deps build test test-unit test-fuzz test-module test-asan \
         test-worker run \
         bench clean
@@ -76,13 +84,6 @@ $(BUILD)/fuzz/fuzz_parse: t/fuzz/fuzz_parse.c worker/wa_parse.[ch] | deps
 	    $< worker/wa_parse.c -lyajl
 
 # whatsapp-worker: a plain build for `make run`, a sanitized one for tests
-WORKER_SRCS := $(wildcard worker/*.c)
-WORKER_DEPS := $(WORKER_SRCS) $(wildcard worker/*.h)
-WORKER_LIBS := -lhiredis -lpq -lyajl -linih
-WORKER      := $(BUILD)/whatsapp-worker
-WORKER_ASAN := $(BUILD)/asan/whatsapp-worker
-WORKER_CFLAGS := -Wall -Wextra -Werror -Iworker -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
-
 $(WORKER): $(WORKER_DEPS) | deps
 	mkdir -p $(BUILD)
 	cc -g -O2 $(WORKER_CFLAGS) -o $@ $(WORKER_SRCS) $(WORKER_LIBS)
