@@ -244,28 +244,52 @@ wa_redis_entries(redisReply *list, wa_entry_t **entries)
 }
 
 
-long long
-wa_redis_deliveries(wa_redis_t *r, const char *id)
+int
+wa_redis_deliveries(wa_redis_t *r, const wa_entry_t *entries, int n,
+    long long *counts)
 {
-    long long    n;
-    redisReply  *rep;
+    int          i;
+    size_t       k;
+    redisReply  *rep, *p;
 
-    rep = redisCommand(r->c, "XPENDING %s %s %s %s 1 %s", r->events,
-                       WA_REDIS_GROUP, id, id, r->cf->worker_consumer);
+    memset(counts, 0, n * sizeof(long long));
+
+    if (n == 0) {
+        return 0;
+    }
+
+    rep = redisCommand(r->c, "XPENDING %s %s %s %s %d %s", r->events,
+                       WA_REDIS_GROUP, entries[0].id, entries[n - 1].id, n,
+                       r->cf->worker_consumer);
 
     if (rep == NULL) {
+        wa_log_error("redis XPENDING: %s", r->c->errstr);
         wa_redis_close(r);
         return -1;
     }
 
-    /* [[id, consumer, idle, deliveries]] */
-    n = (rep->type == REDIS_REPLY_ARRAY && rep->elements == 1
-         && rep->element[0]->elements == 4)
-        ? rep->element[0]->element[3]->integer : 0;
+    /* [[id, consumer, idle, deliveries], ...], both lists in id order */
+    i = 0;
+
+    for (k = 0; rep->type == REDIS_REPLY_ARRAY && k < rep->elements; k++) {
+        p = rep->element[k];
+
+        if (p->type != REDIS_REPLY_ARRAY || p->elements != 4) {
+            continue;
+        }
+
+        while (i < n && strcmp(entries[i].id, p->element[0]->str) != 0) {
+            i++;
+        }
+
+        if (i < n) {
+            counts[i] = p->element[3]->integer;
+        }
+    }
 
     freeReplyObject(rep);
 
-    return n;
+    return 0;
 }
 
 

@@ -49,8 +49,13 @@ int wa_redis_read(wa_redis_t *r, int pending, redisReply **reply,
 /* Entries idle past claim_idle_ms in a dead consumer's list, now ours. */
 int wa_redis_claim(wa_redis_t *r, redisReply **reply, wa_entry_t **entries);
 
-/* How many times an entry of ours was delivered (0 if not pending). */
-long long wa_redis_deliveries(wa_redis_t *r, const char *id);
+/*
+ * How many times each of our entries (in stream order, as read) was
+ * delivered, in one XPENDING over their id range; 0 for one not pending.
+ * Returns 0, or -1 on a connection error.
+ */
+int wa_redis_deliveries(wa_redis_t *r, const wa_entry_t *entries, int n,
+    long long *counts);
 
 /* XACK and XDEL (trim behind acknowledgement) in one round trip. */
 int wa_redis_ack(wa_redis_t *r, wa_entry_t *entries, int n);

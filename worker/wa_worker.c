@@ -325,25 +325,36 @@ wa_worker_batch(wa_worker_t *w, wa_entry_t *entries, int n,
 {
     int              i, kept;
     char             err[512], why[128];
-    long long        deliveries;
+    long long       *deliveries;
     wa_db_result_e   rc;
 
     /* an entry that keeps coming back (it crashed us, or kept failing)
      * goes to wa:dead instead of blocking the queue */
     kept = n;
+    deliveries = NULL;
 
-    for (i = 0; check_deliveries && i < n; i++) {
-        deliveries = wa_redis_deliveries(&w->redis, entries[i].id);
+    if (check_deliveries) {
+        deliveries = malloc(n * sizeof(long long));
 
-        if (deliveries > w->cf.worker_max_deliveries) {
+        if (deliveries == NULL
+            || wa_redis_deliveries(&w->redis, entries, n, deliveries) != 0)
+        {
+            free(deliveries);
+            return -1;
+        }
+    }
+
+    for (i = 0; deliveries && i < n; i++) {
+        if (deliveries[i] > w->cf.worker_max_deliveries) {
             snprintf(why, sizeof(why), "delivered %lld times without "
-                     "success", deliveries);
+                     "success", deliveries[i]);
             wa_log_error("entry %s %s: dead-lettered", entries[i].id, why);
 
             if (wa_worker_apply(w, &entries[i], 1, why, err, sizeof(err))
                 != WA_DB_OK
                 || wa_redis_dead(&w->redis, &entries[i], why) != 0)
             {
+                free(deliveries);
                 return -1;
             }
 
@@ -351,6 +362,8 @@ wa_worker_batch(wa_worker_t *w, wa_entry_t *entries, int n,
             kept--;
         }
     }
+
+    free(deliveries);
 
     for ( ;; ) {
         rc = kept ? wa_worker_apply(w, entries, n, NULL, err, sizeof(err))
