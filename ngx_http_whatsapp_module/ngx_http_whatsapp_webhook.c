@@ -37,17 +37,27 @@ static ngx_int_t ngx_http_whatsapp_respond(ngx_http_request_t *r,
     ngx_http_whatsapp_outcome_e outcome, ngx_str_t *text);
 
 
-static ngx_int_t  ngx_http_whatsapp_outcome_status[] = {
-    NGX_HTTP_OK,                        /* enqueued */
-    NGX_HTTP_OK,                        /* verified */
-    NGX_HTTP_FORBIDDEN,                 /* handshake refused */
-    NGX_HTTP_UNAUTHORIZED,              /* bad signature */
-    NGX_HTTP_BAD_REQUEST,               /* bad request */
-    NGX_HTTP_NOT_ALLOWED,               /* method not allowed */
-    NGX_HTTP_SERVICE_UNAVAILABLE,       /* redis unavailable */
-    NGX_HTTP_SERVICE_UNAVAILABLE,       /* redis timeout */
-    NGX_HTTP_SERVICE_UNAVAILABLE,       /* redis overloaded */
-    NGX_HTTP_INTERNAL_SERVER_ERROR      /* internal error */
+/* Each outcome's answer: the status, and a short text saying why. */
+typedef struct {
+    ngx_uint_t  status;
+    ngx_str_t   reason;
+} ngx_http_whatsapp_answer_t;
+
+
+static ngx_http_whatsapp_answer_t  ngx_http_whatsapp_answers[] = {
+    { NGX_HTTP_OK, ngx_null_string },                       /* enqueued */
+    { NGX_HTTP_OK, ngx_null_string },                       /* verified */
+    { NGX_HTTP_FORBIDDEN, ngx_string("verification refused\n") },
+    { NGX_HTTP_UNAUTHORIZED, ngx_string("invalid signature\n") },
+    { NGX_HTTP_BAD_REQUEST, ngx_string("bad request\n") },
+    { NGX_HTTP_NOT_ALLOWED, ngx_string("method not allowed\n") },
+    { NGX_HTTP_SERVICE_UNAVAILABLE,
+      ngx_string("queue unavailable, retry later\n") },
+    { NGX_HTTP_SERVICE_UNAVAILABLE,
+      ngx_string("queue timed out, retry later\n") },
+    { NGX_HTTP_SERVICE_UNAVAILABLE,
+      ngx_string("queue overloaded, retry later\n") },
+    { NGX_HTTP_INTERNAL_SERVER_ERROR, ngx_string("internal error\n") }
 };
 
 
@@ -560,24 +570,12 @@ ngx_http_whatsapp_respond(ngx_http_request_t *r,
     ngx_chain_t       out;
     ngx_table_elt_t  *h;
 
-    static ngx_str_t  reasons[] = {
-        ngx_string(""),
-        ngx_string(""),
-        ngx_string("verification refused\n"),
-        ngx_string("invalid signature\n"),
-        ngx_string("bad request\n"),
-        ngx_string("method not allowed\n"),
-        ngx_string("queue unavailable, retry later\n"),
-        ngx_string("queue timed out, retry later\n"),
-        ngx_string("queue overloaded, retry later\n"),
-        ngx_string("internal error\n")
-    };
 
     ngx_http_whatsapp_status_outcome(outcome);
 
-    reason = text ? *text : reasons[outcome];
+    reason = text ? *text : ngx_http_whatsapp_answers[outcome].reason;
 
-    r->headers_out.status = ngx_http_whatsapp_outcome_status[outcome];
+    r->headers_out.status = ngx_http_whatsapp_answers[outcome].status;
     r->headers_out.content_length_n = reason.len;
 
     ngx_str_set(&r->headers_out.content_type, "text/plain");

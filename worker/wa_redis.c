@@ -28,6 +28,8 @@ static const char  wa_publish_script[] =
 
 
 static int wa_redis_ok(wa_redis_t *r, redisReply *reply, const char *what);
+static int wa_redis_stream_reply(wa_redis_t *r, redisReply *reply,
+    const char *what);
 static int wa_redis_entries(redisReply *list, wa_entry_t **entries);
 
 
@@ -121,29 +123,19 @@ wa_redis_read(wa_redis_t *r, int pending, redisReply **reply,
     redisReply  *rep;
 
     *entries = NULL;
+    *reply = redisCommand(r->c, "XREADGROUP GROUP %s %s COUNT %d BLOCK %d "
+                          "STREAMS %s %s", WA_REDIS_GROUP,
+                          r->cf->worker_consumer, r->cf->worker_batch,
+                          r->cf->worker_block_ms, r->events,
+                          pending ? "0" : ">");
 
-    rep = redisCommand(r->c, "XREADGROUP GROUP %s %s COUNT %d BLOCK %d "
-                       "STREAMS %s %s", WA_REDIS_GROUP,
-                       r->cf->worker_consumer, r->cf->worker_batch,
-                       r->cf->worker_block_ms, r->events,
-                       pending ? "0" : ">");
-    *reply = rep;
-
-    if (rep == NULL) {
-        wa_log_error("redis XREADGROUP: %s", r->c->errstr);
-        wa_redis_close(r);
-        return -1;
-    }
-
-    if (rep->type == REDIS_REPLY_ERROR) {
-        /* NOGROUP after a Redis that lost its data: reconnecting creates
-         * the group again */
-        wa_log_error("redis XREADGROUP: %s", rep->str);
-        wa_redis_close(r);
+    if (wa_redis_stream_reply(r, *reply, "XREADGROUP") != 0) {
         return -1;
     }
 
     /* nil on timeout; else [[stream, [entries]]] */
+    rep = *reply;
+
     if (rep->type != REDIS_REPLY_ARRAY || rep->elements == 0
         || rep->element[0]->type != REDIS_REPLY_ARRAY
         || rep->element[0]->elements != 2)
@@ -161,30 +153,41 @@ wa_redis_claim(wa_redis_t *r, redisReply **reply, wa_entry_t **entries)
     redisReply  *rep;
 
     *entries = NULL;
+    *reply = redisCommand(r->c, "XAUTOCLAIM %s %s %s %d 0-0 COUNT %d",
+                          r->events, WA_REDIS_GROUP, r->cf->worker_consumer,
+                          r->cf->worker_claim_idle_ms, r->cf->worker_batch);
 
-    rep = redisCommand(r->c, "XAUTOCLAIM %s %s %s %d 0-0 COUNT %d",
-                       r->events, WA_REDIS_GROUP, r->cf->worker_consumer,
-                       r->cf->worker_claim_idle_ms, r->cf->worker_batch);
-    *reply = rep;
-
-    if (rep == NULL) {
-        wa_log_error("redis XAUTOCLAIM: %s", r->c->errstr);
-        wa_redis_close(r);
+    if (wa_redis_stream_reply(r, *reply, "XAUTOCLAIM") != 0) {
         return -1;
     }
 
     /* [next-id, [entries], [deleted ids]] */
-    if (rep->type == REDIS_REPLY_ERROR) {
-        wa_log_error("redis XAUTOCLAIM: %s", rep->str);
-        wa_redis_close(r);
-        return -1;
-    }
+    rep = *reply;
 
     if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 2) {
         return 0;
     }
 
     return wa_redis_entries(rep->element[1], entries);
+}
+
+
+/*
+ * A failed read of the stream closes the connection: the link is broken,
+ * or the group is gone (NOGROUP after a Redis that lost its data) and
+ * reconnecting creates it again.  The caller frees the reply.
+ */
+static int
+wa_redis_stream_reply(wa_redis_t *r, redisReply *reply, const char *what)
+{
+    if (reply != NULL && reply->type != REDIS_REPLY_ERROR) {
+        return 0;
+    }
+
+    wa_log_error("redis %s: %s", what, reply ? reply->str : r->c->errstr);
+    wa_redis_close(r);
+
+    return -1;
 }
 
 

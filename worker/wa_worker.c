@@ -56,6 +56,7 @@ static wa_db_result_e wa_worker_apply(wa_worker_t *w, wa_entry_t *entries,
     int n, const char *only_dead_error, char *err, size_t errlen);
 static int wa_worker_apply_singly(wa_worker_t *w, wa_entry_t *entries,
     int n);
+static int wa_worker_wait_db(wa_worker_t *w, const char *err);
 static int wa_worker_publish(wa_worker_t *w);
 static void wa_worker_sleep(wa_worker_t *w);
 static long long wa_now_ms(void);
@@ -385,18 +386,8 @@ wa_worker_batch(wa_worker_t *w, wa_entry_t *entries, int n,
         }
 
         /* PostgreSQL away: keep the batch, wait, try again */
-        wa_log_error("%s; retrying", err);
-
-        if (wa_signal_stop) {
+        if (wa_worker_wait_db(w, err) != 0) {
             return -1;
-        }
-
-        wa_worker_sleep(w);
-
-        if (w->db.conn == NULL
-            && wa_db_connect(&w->db, w->cf.postgres_conninfo) != 0)
-        {
-            continue;
         }
     }
 
@@ -515,25 +506,14 @@ wa_worker_apply_singly(wa_worker_t *w, wa_entry_t *entries, int n)
             continue;
         }
 
-        do {
-            rc = wa_worker_apply(w, &entries[i], 1, NULL, err, sizeof(err));
-
-            if (rc == WA_DB_RETRY) {
-                if (wa_signal_stop) {
-                    return -1;
-                }
-
-                wa_log_error("%s; retrying", err);
-                wa_worker_sleep(w);
-
-                if (w->db.conn == NULL
-                    && wa_db_connect(&w->db, w->cf.postgres_conninfo) != 0)
-                {
-                    continue;
-                }
+        while ((rc = wa_worker_apply(w, &entries[i], 1, NULL, err,
+                                     sizeof(err)))
+               == WA_DB_RETRY)
+        {
+            if (wa_worker_wait_db(w, err) != 0) {
+                return -1;
             }
-
-        } while (rc == WA_DB_RETRY);
+        }
 
         if (rc == WA_DB_OK) {
             continue;
@@ -550,6 +530,30 @@ wa_worker_apply_singly(wa_worker_t *w, wa_entry_t *entries, int n)
         {
             return -1;
         }
+    }
+
+    return 0;
+}
+
+
+/*
+ * A statement failed for a reason that may pass (PostgreSQL away, a
+ * deadlock): wait and reconnect if needed.  -1 when asked to stop: the
+ * batch stays unacknowledged, to be read again.
+ */
+static int
+wa_worker_wait_db(wa_worker_t *w, const char *err)
+{
+    wa_log_error("%s; retrying", err);
+
+    if (wa_signal_stop) {
+        return -1;
+    }
+
+    wa_worker_sleep(w);
+
+    if (w->db.conn == NULL) {
+        (void) wa_db_connect(&w->db, w->cf.postgres_conninfo);
     }
 
     return 0;
