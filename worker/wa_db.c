@@ -107,18 +107,21 @@ wa_db_failed(wa_db_t *db, PGresult *res, const char *what, char *err,
 
 wa_db_result_e
 wa_db_apply(wa_db_t *db, const char *json, int n, const char **bodies,
-    const int *lens, char *err, size_t errlen)
+    const int *lens, const char *consumer, PGresult **events, char *err,
+    size_t errlen)
 {
     int           i, *formats, *lengths;
     char         *sql, *p;
     PGresult     *res;
     const char  **values;
 
+    *events = NULL;
+
     /* the bodies are bytes: bound in binary, one parameter each */
-    sql = malloc(64 + (size_t) n * 24);
-    values = malloc((n + 1) * sizeof(char *));
-    formats = malloc((n + 1) * sizeof(int));
-    lengths = malloc((n + 1) * sizeof(int));
+    sql = malloc(128 + (size_t) n * 24);
+    values = malloc((n + 2) * sizeof(char *));
+    formats = malloc((n + 2) * sizeof(int));
+    lengths = malloc((n + 2) * sizeof(int));
 
     if (sql == NULL || values == NULL || formats == NULL || lengths == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -126,22 +129,24 @@ wa_db_apply(wa_db_t *db, const char *json, int n, const char **bodies,
         goto done;
     }
 
-    p = sql + sprintf(sql, "SELECT wa_apply_batch($1::jsonb, ARRAY[");
+    p = sql + sprintf(sql, "SELECT outbox_id, events "
+                           "FROM wa_apply_batch($1::jsonb, ARRAY[");
 
     for (i = 0; i < n; i++) {
-        p += sprintf(p, "%s$%d::bytea", i ? "," : "", i + 2);
-        values[i + 1] = bodies[i];
-        lengths[i + 1] = lens[i];
-        formats[i + 1] = 1;
+        p += sprintf(p, "%s$%d::bytea", i ? "," : "", i + 3);
+        values[i + 2] = bodies[i];
+        lengths[i + 2] = lens[i];
+        formats[i + 2] = 1;
     }
 
-    sprintf(p, "]::bytea[])");
+    sprintf(p, "]::bytea[], $2)");
 
     values[0] = json;
-    lengths[0] = 0;
-    formats[0] = 0;
+    values[1] = consumer;
+    lengths[0] = lengths[1] = 0;
+    formats[0] = formats[1] = 0;
 
-    res = PQexecParams(db->conn, sql, n + 1, NULL, values, lengths, formats,
+    res = PQexecParams(db->conn, sql, n + 2, NULL, values, lengths, formats,
                        0);
 
 done:
@@ -155,18 +160,19 @@ done:
         return wa_db_failed(db, res, "wa_apply_batch", err, errlen);
     }
 
-    wa_log_debug("batch applied: %s realtime events", PQgetvalue(res, 0, 0));
-    PQclear(res);
+    *events = res;
 
     return WA_DB_OK;
 }
 
 
 wa_db_result_e
-wa_db_outbox_take(wa_db_t *db, int limit, PGresult **rows)
+wa_db_outbox_take(wa_db_t *db, const char *consumer, int idle_ms, int limit,
+    PGresult **rows)
 {
-    char      sql[256], err[256];
-    PGresult *res;
+    char         err[256], idle[16], max[16];
+    PGresult    *res;
+    const char  *values[3];
 
     *rows = NULL;
 
@@ -177,11 +183,21 @@ wa_db_outbox_take(wa_db_t *db, int limit, PGresult **rows)
 
     PQclear(res);
 
-    snprintf(sql, sizeof(sql),
-             "SELECT id, event, data::text FROM update_outbox ORDER BY id "
-             "LIMIT %d FOR UPDATE SKIP LOCKED", limit);
+    snprintf(idle, sizeof(idle), "%d", idle_ms);
+    snprintf(max, sizeof(max), "%d", limit);
+    values[0] = consumer;
+    values[1] = idle;
+    values[2] = max;
 
-    res = PQexec(db->conn, sql);
+    /* ours, the API's, and those of a worker gone for the claim idle
+     * time; locked, so that two sweeps never publish one row twice */
+    res = PQexecParams(db->conn,
+        "SELECT id, events FROM update_outbox"
+        " WHERE owner IS NULL OR owner = $1"
+        "    OR created_at < now() - $2::integer * interval '1 ms'"
+        " ORDER BY id LIMIT $3::integer FOR UPDATE SKIP LOCKED",
+        3, NULL, values, NULL, NULL, 0);
+
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         wa_db_outbox_abort(db);
         return wa_db_failed(db, res, "outbox", err, sizeof(err));
@@ -196,16 +212,36 @@ wa_db_outbox_take(wa_db_t *db, int limit, PGresult **rows)
 wa_db_result_e
 wa_db_outbox_done(wa_db_t *db, PGresult *rows)
 {
+    char        err[256];
+    PGresult   *res;
+
+    if (wa_db_outbox_delete(db, rows) != WA_DB_OK) {
+        wa_db_outbox_abort(db);
+        return WA_DB_RETRY;
+    }
+
+    res = PQexec(db->conn, "COMMIT");
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        return wa_db_failed(db, res, "COMMIT", err, sizeof(err));
+    }
+
+    PQclear(res);
+
+    return WA_DB_OK;
+}
+
+
+wa_db_result_e
+wa_db_outbox_delete(wa_db_t *db, PGresult *rows)
+{
     int          i, n;
     char        *ids, *p, err[256];
     PGresult    *res;
     const char  *values[1];
 
     n = PQntuples(rows);
-
     ids = malloc(3 + (size_t) n * 21);
     if (ids == NULL) {
-        wa_db_outbox_abort(db);
         return WA_DB_RETRY;
     }
 
@@ -213,7 +249,16 @@ wa_db_outbox_done(wa_db_t *db, PGresult *rows)
     *p++ = '{';
 
     for (i = 0; i < n; i++) {
-        p += sprintf(p, "%s%s", i ? "," : "", PQgetvalue(rows, i, 0));
+        /* NULL: a batch without events wrote no row */
+        if (!PQgetisnull(rows, i, 0)) {
+            p += sprintf(p, "%s%s", p > ids + 1 ? "," : "",
+                         PQgetvalue(rows, i, 0));
+        }
+    }
+
+    if (p == ids + 1) {
+        free(ids);
+        return WA_DB_OK;
     }
 
     strcpy(p, "}");
@@ -225,15 +270,7 @@ wa_db_outbox_done(wa_db_t *db, PGresult *rows)
     free(ids);
 
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        wa_db_outbox_abort(db);
         return wa_db_failed(db, res, "outbox delete", err, sizeof(err));
-    }
-
-    PQclear(res);
-
-    res = PQexec(db->conn, "COMMIT");
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        return wa_db_failed(db, res, "COMMIT", err, sizeof(err));
     }
 
     PQclear(res);

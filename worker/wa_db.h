@@ -31,18 +31,34 @@ int wa_db_migrate(wa_db_t *db, const char *sql_dir);
 /* 0 when every migration in sql_dir is applied; logs what is missing. */
 int wa_db_check_schema(wa_db_t *db, const char *sql_dir);
 
-/* SELECT wa_apply_batch(json, ARRAY[bodies]) in one transaction. */
-wa_db_result_e wa_db_apply(wa_db_t *db, const char *json, int n,
-    const char **bodies, const int *lens, char *err, size_t errlen);
+/*
+ * Outbox rows are (id, events): the events one line each, name TAB data
+ * (JSON) LF, in order (sql/003_outbox_batches.sql).
+ */
 
 /*
- * Takes up to limit outbox rows (locked: another worker skips them) into
- * *rows, in a transaction that wa_db_outbox_done() commits (deleting
- * them) or wa_db_outbox_abort() rolls back.
+ * wa_apply_batch(json, ARRAY[bodies], consumer): one transaction.  On
+ * WA_DB_OK, *events holds the outbox row it wrote (id and events both
+ * NULL when the batch had nothing to publish).
  */
-wa_db_result_e wa_db_outbox_take(wa_db_t *db, int limit, PGresult **rows);
+wa_db_result_e wa_db_apply(wa_db_t *db, const char *json, int n,
+    const char **bodies, const int *lens, const char *consumer,
+    PGresult **events, char *err, size_t errlen);
+
+/*
+ * Takes up to limit outbox rows left unpublished (the consumer's own,
+ * the API's, and another worker's older than idle_ms), locked so another
+ * worker skips them, in a transaction
+ * that wa_db_outbox_done() commits (deleting them) or wa_db_outbox_abort()
+ * rolls back.
+ */
+wa_db_result_e wa_db_outbox_take(wa_db_t *db, const char *consumer,
+    int idle_ms, int limit, PGresult **rows);
 wa_db_result_e wa_db_outbox_done(wa_db_t *db, PGresult *rows);
 void wa_db_outbox_abort(wa_db_t *db);
+
+/* Deletes these outbox rows (published). */
+wa_db_result_e wa_db_outbox_delete(wa_db_t *db, PGresult *rows);
 
 /* Webhook log partitions: today's and tomorrow's, old ones dropped. */
 wa_db_result_e wa_db_retain(wa_db_t *db, int days);

@@ -375,16 +375,21 @@ wa_redis_dead(wa_redis_t *r, const wa_entry_t *e, const char *error)
 
 
 int
-wa_redis_publish(wa_redis_t *r, int n, const char **events,
-    const char **datas)
+wa_redis_publish(wa_redis_t *r, int n, const char **parts,
+    const size_t *lens)
 {
     int           i, argc, rc;
     char          cap[16];
+    size_t       *argvlen;
     const char  **argv;
 
     argc = 5 + 2 * n;
     argv = malloc(argc * sizeof(char *));
-    if (argv == NULL) {
+    argvlen = malloc(argc * sizeof(size_t));
+
+    if (argv == NULL || argvlen == NULL) {
+        free(argv);
+        free(argvlen);
         return -1;
     }
 
@@ -396,15 +401,20 @@ wa_redis_publish(wa_redis_t *r, int n, const char **events,
     argv[3] = r->updates;
     argv[4] = cap;
 
-    for (i = 0; i < n; i++) {
-        argv[5 + 2 * i] = events[i];
-        argv[6 + 2 * i] = datas[i];
+    for (i = 0; i < 5; i++) {
+        argvlen[i] = strlen(argv[i]);
     }
 
-    rc = wa_redis_ok(r, redisCommandArgv(r->c, argc, argv, NULL), "EVAL")
+    for (i = 0; i < 2 * n; i++) {
+        argv[5 + i] = parts[i];
+        argvlen[5 + i] = lens[i];
+    }
+
+    rc = wa_redis_ok(r, redisCommandArgv(r->c, argc, argv, argvlen), "EVAL")
          ? 0 : -1;
 
     free(argv);
+    free(argvlen);
 
     return rc;
 }

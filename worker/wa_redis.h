@@ -66,9 +66,10 @@ int wa_redis_dead(wa_redis_t *r, const wa_entry_t *e, const char *error);
 /*
  * XADD to the capped wa:updates stream and PUBLISH "<id> <json>" on the
  * channel of the same name, for each (event, data) pair, atomically (one
- * Lua script).  Returns 0 or -1.
+ * Lua script).  parts holds n pairs: event, data, event, data...; lens
+ * their lengths.  Returns 0 or -1.
  */
-int wa_redis_publish(wa_redis_t *r, int n, const char **events,
-    const char **datas);
+int wa_redis_publish(wa_redis_t *r, int n, const char **parts,
+    const size_t *lens);
 
 #endif /* WA_REDIS_H */

@@ -6,9 +6,12 @@
  *   read up to `batch` entries (XREADGROUP)
  *   -> parse each body (yajl) into rows
  *   -> apply them in one transaction (wa_apply_batch), the realtime
- *      events going to update_outbox in the same transaction
- *   -> publish the outbox to wa:updates, then delete it
+ *      events going to update_outbox (one row) in the same transaction
+ *      and coming back as the call's result
+ *   -> publish them to wa:updates, then delete the outbox row
  *   -> XACK and XDEL the entries.
+ * An outbox row not published (Redis away, a crash) is published by a
+ * sweep: at start, after a failed publish and with every claim.
  * Nothing is acknowledged before it is committed; a crash anywhere
  * replays the batch, and the idempotent apply absorbs the replay.
  */
@@ -35,7 +38,7 @@
 #define WA_BACKOFF_MIN_MS      100
 #define WA_BACKOFF_MAX_MS      5000
 #define WA_RETAIN_EVERY_MS     3600000
-#define WA_OUTBOX_CHUNK        500
+#define WA_OUTBOX_CHUNK        16       /* outbox rows: a batch's events each */
 
 
 typedef struct {
@@ -44,6 +47,7 @@ typedef struct {
     wa_redis_t   redis;
     wa_db_t      db;
     long         backoff_ms;
+    int          sweep;         /* unpublished outbox rows may be left */
 } wa_worker_t;
 
 
@@ -57,7 +61,8 @@ static wa_db_result_e wa_worker_apply(wa_worker_t *w, wa_entry_t *entries,
 static int wa_worker_apply_singly(wa_worker_t *w, wa_entry_t *entries,
     int n);
 static int wa_worker_wait_db(wa_worker_t *w, const char *err);
-static int wa_worker_publish(wa_worker_t *w);
+static int wa_worker_sweep(wa_worker_t *w);
+static int wa_worker_publish(wa_worker_t *w, PGresult *rows);
 static void wa_worker_sleep(wa_worker_t *w);
 static long long wa_now_ms(void);
 static void wa_usage(FILE *out);
@@ -190,6 +195,7 @@ wa_worker_run(wa_worker_t *w)
     retained = 0;             /* today's log partition before any insert */
     last_claim = 0;
     last_retain = 0;
+    w->sweep = 1;             /* what a crash left unpublished */
 
     while (!wa_signal_stop) {
 
@@ -212,7 +218,7 @@ wa_worker_run(wa_worker_t *w)
         }
 
         /* events committed by a batch whose publish did not happen */
-        if (wa_worker_publish(w) != 0) {
+        if (w->sweep && wa_worker_sweep(w) != 0) {
             wa_worker_sleep(w);
             continue;
         }
@@ -230,6 +236,7 @@ wa_worker_run(wa_worker_t *w)
 
         if (now - last_claim >= w->cf.worker_claim_idle_ms / 2) {
             last_claim = now;
+            w->sweep = 1;       /* a dead worker's outbox rows too */
             n = wa_redis_claim(&w->redis, &reply, &entries);
 
             if (n > 0) {
@@ -391,11 +398,6 @@ wa_worker_batch(wa_worker_t *w, wa_entry_t *entries, int n,
         }
     }
 
-    if (wa_worker_publish(w) != 0) {
-        /* committed; the outbox is published with the next batch */
-        wa_log_warn("publishing deferred");
-    }
-
     return wa_redis_ack(&w->redis, entries, n);
 }
 
@@ -412,6 +414,7 @@ wa_worker_apply(wa_worker_t *w, wa_entry_t *entries, int n,
     int                 i, m, *lens;
     char               *json, perr[256];
     size_t              len;
+    PGresult           *events;
     const char        **bodies, *result, *rcvd;
     wa_batch_t          b;
     wa_db_result_e      rc;
@@ -476,8 +479,21 @@ wa_worker_apply(wa_worker_t *w, wa_entry_t *entries, int n,
     json = wa_batch_json(&b, &len);
 
     if (json) {
-        rc = wa_db_apply(&w->db, json, m, bodies, lens, err, errlen);
+        rc = wa_db_apply(&w->db, json, m, bodies, lens,
+                         w->cf.worker_consumer, &events, err, errlen);
         free(json);
+
+        /* committed: a failed publish leaves the outbox row to a sweep */
+        if (rc == WA_DB_OK) {
+            if (wa_worker_publish(w, events) != 0
+                || wa_db_outbox_delete(&w->db, events) != WA_DB_OK)
+            {
+                wa_log_warn("publishing deferred");
+                w->sweep = 1;
+            }
+
+            PQclear(events);
+        }
     }
 
 done:
@@ -560,16 +576,19 @@ wa_worker_wait_db(wa_worker_t *w, const char *err)
 }
 
 
-/* Publishes committed realtime events, oldest first, until none is left. */
+/* Publishes outbox rows left unpublished, oldest first, until none is. */
 static int
-wa_worker_publish(wa_worker_t *w)
+wa_worker_sweep(wa_worker_t *w)
 {
-    int          i, n;
-    PGresult    *rows;
-    const char **events, **datas;
+    int        n;
+    PGresult  *rows;
 
     for ( ;; ) {
-        if (wa_db_outbox_take(&w->db, WA_OUTBOX_CHUNK, &rows) != WA_DB_OK) {
+        if (wa_db_outbox_take(&w->db, w->cf.worker_consumer,
+                              w->cf.worker_claim_idle_ms, WA_OUTBOX_CHUNK,
+                              &rows)
+            != WA_DB_OK)
+        {
             return -1;
         }
 
@@ -578,29 +597,15 @@ wa_worker_publish(wa_worker_t *w)
         if (n == 0) {
             PQclear(rows);
             wa_db_outbox_abort(&w->db);
+            w->sweep = 0;
             return 0;
         }
 
-        events = malloc(n * sizeof(char *));
-        datas = malloc(n * sizeof(char *));
-
-        for (i = 0; events && datas && i < n; i++) {
-            events[i] = PQgetvalue(rows, i, 1);
-            datas[i] = PQgetvalue(rows, i, 2);
-        }
-
-        if (events == NULL || datas == NULL
-            || wa_redis_publish(&w->redis, n, events, datas) != 0)
-        {
-            free(events);
-            free(datas);
+        if (wa_worker_publish(w, rows) != 0) {
             PQclear(rows);
             wa_db_outbox_abort(&w->db);
             return -1;
         }
-
-        free(events);
-        free(datas);
 
         if (wa_db_outbox_done(&w->db, rows) != WA_DB_OK) {
             PQclear(rows);
@@ -609,6 +614,65 @@ wa_worker_publish(wa_worker_t *w)
 
         PQclear(rows);
     }
+}
+
+
+/* Publishes outbox rows (id, events) to wa:updates, in order. */
+static int
+wa_worker_publish(wa_worker_t *w, PGresult *rows)
+{
+    int           i, n, rc;
+    size_t       *lens;
+    const char   *p, *tab, *end, **parts;
+
+    /* lines: a tab and a newline each, so at most len / 2 of them */
+    n = 0;
+
+    for (i = 0; i < PQntuples(rows); i++) {
+        n += PQgetlength(rows, i, 1) / 2;
+    }
+
+    if (n == 0) {
+        return 0;
+    }
+
+    parts = malloc(2 * n * sizeof(char *));
+    lens = malloc(2 * n * sizeof(size_t));
+    rc = -1;
+
+    if (parts == NULL || lens == NULL) {
+        goto done;
+    }
+
+    n = 0;
+
+    for (i = 0; i < PQntuples(rows); i++) {
+        for (p = PQgetvalue(rows, i, 1); *p; p = end + 1) {
+            tab = strchr(p, '\t');
+            end = strchr(p, '\n');
+
+            if (tab == NULL || end == NULL || tab > end) {
+                wa_log_error("outbox row %s: not an event line",
+                             PQgetvalue(rows, i, 0));
+                break;
+            }
+
+            parts[2 * n] = p;
+            lens[2 * n] = tab - p;
+            parts[2 * n + 1] = tab + 1;
+            lens[2 * n + 1] = end - tab - 1;
+            n++;
+        }
+    }
+
+    rc = n ? wa_redis_publish(&w->redis, n, parts, lens) : 0;
+
+done:
+
+    free(parts);
+    free(lens);
+
+    return rc;
 }
 
 

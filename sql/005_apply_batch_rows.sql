@@ -1,0 +1,446 @@
+-- 005: wa_apply_batch, cheaper per event, returning what to publish.
+--
+-- The same idempotent, order-insensitive merges as 002, with the costs
+-- that bench/persist measured taken out:
+--   * the batch's arrays are read once each with jsonb_to_recordset, and
+--     the new messages travel between statements as a messages[] array,
+--     not as jsonb built with jsonb_agg and expanded again;
+--   * one upsert per batch brings conversations up to date (created,
+--     unread count, 24-hour window, last message), not three statements;
+--   * statuses are derived only for outbound messages (Meta reports
+--     statuses of messages the business sent, never of inbound ones);
+--   * the realtime events go to update_outbox as one row (003) and are
+--     also returned, so the worker publishes them without reading them
+--     back (then deletes the row).
+
+DROP FUNCTION wa_apply_batch(jsonb, bytea[]);
+
+CREATE FUNCTION wa_apply_batch(batch jsonb, bodies bytea[], consumer text,
+                               OUT outbox_id bigint, OUT events text)
+LANGUAGE plpgsql
+AS $$
+#variable_conflict use_column
+DECLARE
+    new_msgs   messages[];
+    changed    messages[];
+    convs      conversations[];
+BEGIN
+    -- Two workers may hold a message and its status in two batches: the
+    -- per-wamid lock, taken in a fixed order, makes the later transaction
+    -- see the earlier one's rows when it derives the status.
+    PERFORM pg_advisory_xact_lock(hashtextextended(k, 0))
+    FROM (SELECT e->>'wamid' AS k FROM jsonb_array_elements(batch->'messages') e
+          UNION
+          SELECT e->>'wamid' FROM jsonb_array_elements(batch->'statuses') e
+          ORDER BY 1) keys;
+
+    -- the raw deliveries, as received
+    INSERT INTO webhook_log (received_at, stream_id, request_id, body, result,
+                             error)
+    SELECT DISTINCT ON (d.stream_id)
+           coalesce(to_timestamp(d.rcvd / 1000.0), now()), d.stream_id, d.rid,
+           bodies[d.body], d.result, d.error
+    FROM jsonb_to_recordset(batch->'deliveries')
+         AS d(stream_id text, rcvd bigint, rid text, body integer,
+              result text, error text)
+    ORDER BY d.stream_id
+    ON CONFLICT DO NOTHING;
+
+    -- business phone numbers seen in metadata
+    INSERT INTO phone_numbers AS p (phone_number_id, waba_id,
+                                    display_phone_number)
+    SELECT DISTINCT ON (e.pn) e.pn, e.waba_id, e.display
+    FROM jsonb_to_recordset(batch->'phones')
+         AS e(pn text, waba_id text, display text)
+    ORDER BY e.pn, e.display
+    ON CONFLICT (phone_number_id) DO UPDATE
+        SET waba_id = coalesce(p.waba_id, excluded.waba_id),
+            display_phone_number = coalesce(excluded.display_phone_number,
+                                            p.display_phone_number)
+        WHERE (p.waba_id IS NULL AND excluded.waba_id IS NOT NULL)
+           OR p.display_phone_number IS DISTINCT FROM
+              coalesce(excluded.display_phone_number,
+                       p.display_phone_number);
+
+    PERFORM wa_apply_contacts(batch->'contacts');
+
+    -- messages, once each; what was new drives everything after
+    WITH ins AS (
+        INSERT INTO messages (wamid, conversation_id, phone_number_id,
+                              customer_id, direction, source, type, sent_at,
+                              body, media_id, media_mime_type, media_sha256,
+                              media_filename, reply_to, refers_to, content)
+        SELECT DISTINCT ON (e.wamid)
+               e.wamid, wa_conversation_id(e.pn, e.customer), e.pn,
+               e.customer, e.dir, e.source, e.msg->>'type', to_timestamp(e.ts),
+               wa_message_body(e.msg), media->>'id', media->>'mime_type',
+               media->>'sha256', media->>'filename', e.msg->'context'->>'id',
+               coalesce(e.msg->'edit'->>'original_message_id',
+                        e.msg->'revoke'->>'original_message_id',
+                        e.msg->'reaction'->>'message_id'),
+               e.msg
+        FROM jsonb_to_recordset(batch->'messages')
+             AS e(wamid text, pn text, customer text, dir text, source text,
+                  ts bigint, msg jsonb),
+             LATERAL (SELECT e.msg->(e.msg->>'type') AS media) x
+        ORDER BY e.wamid, e.source
+        ON CONFLICT (wamid) DO NOTHING
+        RETURNING *
+    )
+    SELECT coalesce(array_agg(ins::messages ORDER BY sent_at, wamid), '{}')
+    INTO new_msgs FROM ins;
+
+    PERFORM wa_apply_edits(new_msgs);
+    PERFORM wa_apply_statuses(batch->'statuses');
+    changed := wa_derive_status(batch->'statuses', new_msgs);
+    convs := wa_apply_conversations(new_msgs);
+
+    -- the other fields: kept as they came, templates and number health
+    -- also in their own tables
+    INSERT INTO field_events (waba_id, field, at, value, value_md5)
+    SELECT DISTINCT ON (e.waba_id, e.field, md5(e.value::text))
+           e.waba_id, e.field, to_timestamp(e.time), e.value,
+           md5(e.value::text)
+    FROM jsonb_to_recordset(batch->'fields')
+         AS e(waba_id text, field text, time bigint, value jsonb)
+    ORDER BY e.waba_id, e.field, md5(e.value::text)
+    ON CONFLICT DO NOTHING;
+
+    -- realtime events: fields, then messages in Meta's time order, then
+    -- status changes and the conversations they moved; JSON text built
+    -- directly (json, not jsonb: nothing to parse again)
+    SELECT string_agg(line, '' ORDER BY ord, k) INTO events
+    FROM (
+        SELECT 1 AS ord, t.template_id AS k,
+               wa_outbox_line('template.status', to_json(t)::text) AS line
+        FROM wa_apply_templates(batch->'fields') t
+        UNION ALL
+        SELECT 2, p.phone_number_id,
+               wa_outbox_line('phone.health', to_json(p)::text)
+        FROM wa_apply_phone_health(batch->'fields') p
+        UNION ALL
+        SELECT 3, to_char(m.ordinality, 'FM0000000000'),
+               wa_outbox_line(
+                   CASE WHEN m.source = 'echo' THEN 'message.echo'
+                        ELSE 'message.new' END,
+                   json_build_object('phone_number_id', m.phone_number_id,
+                                     'conversation_id', m.conversation_id,
+                                     'message', to_json(m))::text)
+        FROM unnest(new_msgs) WITH ORDINALITY m
+        WHERE m.source <> 'history'
+        UNION ALL
+        SELECT 4, c.wamid,
+               wa_outbox_line('message.status', json_build_object(
+                   'phone_number_id', c.phone_number_id,
+                   'conversation_id', c.conversation_id,
+                   'message', to_jsonb(c) - 'content')::text)
+        FROM unnest(changed) c
+        LEFT JOIN unnest(new_msgs) n ON n.wamid = c.wamid
+        WHERE n.wamid IS NULL
+        UNION ALL
+        SELECT 5, v.id::text,
+               wa_outbox_line('conversation.update', json_build_object(
+                   'phone_number_id', v.phone_number_id,
+                   'conversation', to_json(v))::text)
+        FROM unnest(convs) v
+    ) all_events;
+
+    IF events IS NOT NULL THEN
+        INSERT INTO update_outbox (events, owner) VALUES (events, consumer)
+        RETURNING id INTO outbox_id;
+    END IF;
+END
+$$;
+
+-- Its statements handle hundreds of rows: LLVM compilation (jit) costs
+-- far more than it saves (bench/README.md).
+ALTER FUNCTION wa_apply_batch(jsonb, bytea[], text) SET jit = off;
+
+
+-- Whether a profile name seen at new_at replaces the one kept: newest by
+-- Meta's time, equal times the greater name, so any order agrees.
+CREATE FUNCTION wa_name_is_newer(new_name text, new_at timestamptz,
+                                 old_name text, old_at timestamptz)
+RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT new_name IS NOT NULL
+           AND (old_at IS NULL OR (new_at, new_name) > (old_at, old_name))
+$$;
+
+
+-- Customers of the batch's messages, with their names.
+CREATE FUNCTION wa_apply_contacts(contacts jsonb)
+RETURNS void LANGUAGE plpgsql
+AS $$
+BEGIN
+    INSERT INTO contacts AS c (phone_number_id, customer_id, wa_id, user_id,
+                               profile_name, profile_name_at)
+    SELECT e.pn, e.customer, e.wa_id, e.user_id, e.name, e.at
+    FROM (SELECT DISTINCT ON (e.pn, e.customer)
+                 e.pn, e.customer, e.wa_id, e.user_id, e.name,
+                 CASE WHEN e.name IS NOT NULL THEN to_timestamp(e.ts) END AS at
+          FROM jsonb_to_recordset(contacts)
+               AS e(pn text, customer text, wa_id text, user_id text,
+                    name text, ts bigint)
+          ORDER BY e.pn, e.customer, (e.name IS NOT NULL) DESC, e.ts DESC,
+                   e.name DESC) e
+    -- most are known and unchanged: skip them here, as the upsert would
+    -- lock (and write WAL for) every row it finds, changed or not
+    WHERE NOT EXISTS (
+        SELECT 1 FROM contacts k
+        WHERE k.phone_number_id = e.pn AND k.customer_id = e.customer
+          AND (k.wa_id IS NOT NULL OR e.wa_id IS NULL)
+          AND (k.user_id IS NOT NULL OR e.user_id IS NULL)
+          AND NOT wa_name_is_newer(e.name, e.at, k.profile_name,
+                                   k.profile_name_at))
+    ORDER BY e.pn, e.customer
+    ON CONFLICT (phone_number_id, customer_id) DO UPDATE
+        SET wa_id = coalesce(c.wa_id, excluded.wa_id),
+            user_id = coalesce(c.user_id, excluded.user_id),
+            profile_name = CASE
+                WHEN wa_name_is_newer(excluded.profile_name,
+                                      excluded.profile_name_at,
+                                      c.profile_name, c.profile_name_at)
+                THEN excluded.profile_name ELSE c.profile_name END,
+            profile_name_at = CASE
+                WHEN wa_name_is_newer(excluded.profile_name,
+                                      excluded.profile_name_at,
+                                      c.profile_name, c.profile_name_at)
+                THEN excluded.profile_name_at ELSE c.profile_name_at END
+        -- no dead tuple when nothing changes
+        WHERE (c.wa_id IS NULL AND excluded.wa_id IS NOT NULL)
+           OR (c.user_id IS NULL AND excluded.user_id IS NOT NULL)
+           OR wa_name_is_newer(excluded.profile_name,
+                               excluded.profile_name_at,
+                               c.profile_name, c.profile_name_at);
+END
+$$;
+
+
+-- Edits and revokes, whichever arrives first, the original or them: an
+-- original shows its latest edit's text and the first revoke.
+CREATE FUNCTION wa_apply_edits(new_msgs messages[])
+RETURNS void LANGUAGE plpgsql
+AS $$
+DECLARE
+    touched  text[];
+BEGIN
+    -- the originals the new edits and revokes name, and the new messages
+    -- an edit or revoke reached first (= ANY: index lookups)
+    touched := ARRAY(
+        SELECT n.refers_to FROM unnest(new_msgs) n
+        WHERE n.type IN ('edit', 'revoke')
+        UNION
+        SELECT x.refers_to FROM messages x
+        WHERE x.refers_to = ANY (ARRAY(SELECT n.wamid FROM unnest(new_msgs) n))
+          AND x.type IN ('edit', 'revoke'));
+
+    IF cardinality(touched) = 0 THEN
+        RETURN;
+    END IF;
+
+    WITH derived AS (
+        SELECT t.wamid,
+               (SELECT wa_message_body(x.content->'edit'->'message')
+                FROM messages x
+                WHERE x.refers_to = t.wamid AND x.type = 'edit'
+                ORDER BY x.sent_at DESC, x.wamid DESC LIMIT 1) AS body,
+               (SELECT max(x.sent_at) FROM messages x
+                WHERE x.refers_to = t.wamid AND x.type = 'edit') AS edited_at,
+               (SELECT min(x.sent_at) FROM messages x
+                WHERE x.refers_to = t.wamid AND x.type = 'revoke')
+                   AS revoked_at
+        FROM unnest(touched) t(wamid)
+    )
+    UPDATE messages m
+    SET body = coalesce(d.body, m.body), edited_at = d.edited_at,
+        revoked_at = d.revoked_at
+    FROM derived d
+    WHERE m.wamid = d.wamid
+      AND (d.edited_at IS NOT NULL OR d.revoked_at IS NOT NULL)
+      AND (m.edited_at, m.revoked_at) IS DISTINCT FROM
+          (d.edited_at, d.revoked_at);
+END
+$$;
+
+
+-- Statuses: the earliest report of each (wamid, status) is kept; a
+-- failure is remembered on the contact it was sent to (campaign safety
+-- reads it), newest by Meta's time.
+CREATE FUNCTION wa_apply_statuses(statuses jsonb)
+RETURNS void LANGUAGE plpgsql
+AS $$
+BEGIN
+    INSERT INTO message_statuses AS s (wamid, status, at, phone_number_id,
+                                       recipient_id, meta_conversation_id,
+                                       pricing_category, error_code,
+                                       error_title, raw)
+    SELECT DISTINCT ON (e.wamid, e.status)
+           e.wamid, e.status, to_timestamp(e.ts), e.pn,
+           e.raw->>'recipient_id', e.raw->'conversation'->>'id',
+           e.raw->'pricing'->>'category',
+           (e.raw->'errors'->0->>'code')::integer,
+           e.raw->'errors'->0->>'title', e.raw
+    FROM jsonb_to_recordset(statuses)
+         AS e(wamid text, status text, ts bigint, pn text, raw jsonb)
+    ORDER BY e.wamid, e.status, e.ts, e.raw::text
+    ON CONFLICT (wamid, status) DO UPDATE
+        SET at = excluded.at, recipient_id = excluded.recipient_id,
+            meta_conversation_id = excluded.meta_conversation_id,
+            pricing_category = excluded.pricing_category,
+            error_code = excluded.error_code,
+            error_title = excluded.error_title, raw = excluded.raw
+        WHERE (excluded.at, excluded.raw::text) < (s.at, s.raw::text);
+
+    INSERT INTO contacts AS c (phone_number_id, customer_id, wa_id, user_id,
+                               last_error_code, last_error_at)
+    SELECT DISTINCT ON (e.pn, customer)
+           e.pn, customer, e.raw->>'recipient_id',
+           e.raw->>'recipient_user_id',
+           (e.raw->'errors'->0->>'code')::integer, to_timestamp(e.ts)
+    FROM jsonb_to_recordset(statuses)
+         AS e(status text, ts bigint, pn text, raw jsonb),
+         coalesce(e.raw->>'recipient_id', e.raw->>'recipient_user_id')
+             AS customer
+    WHERE e.status = 'failed' AND customer IS NOT NULL
+      AND e.raw->'errors'->0->>'code' IS NOT NULL
+    ORDER BY e.pn, customer, e.ts DESC,
+             (e.raw->'errors'->0->>'code')::integer DESC
+    ON CONFLICT (phone_number_id, customer_id) DO UPDATE
+        SET wa_id = coalesce(c.wa_id, excluded.wa_id),
+            user_id = coalesce(c.user_id, excluded.user_id),
+            last_error_code = excluded.last_error_code,
+            last_error_at = excluded.last_error_at
+        WHERE c.last_error_at IS NULL
+           OR (excluded.last_error_at, excluded.last_error_code)
+              > (c.last_error_at, c.last_error_code);
+END
+$$;
+
+
+-- A message's status columns, derived from all its statuses, for the
+-- messages the batch's statuses name and its new outbound messages (a
+-- status may have come first).  Status never goes backwards.  Returns
+-- the messages changed.
+CREATE FUNCTION wa_derive_status(statuses jsonb, new_msgs messages[])
+RETURNS messages[] LANGUAGE plpgsql
+AS $$
+DECLARE
+    touched  text[];
+    changed  messages[];
+BEGIN
+    -- an array, not a join, so the plan is index lookups whatever the
+    -- statistics said when it was made (empty tables: seq scans)
+    touched := ARRAY(
+        SELECT e->>'wamid' FROM jsonb_array_elements(statuses) e
+        UNION
+        SELECT n.wamid FROM unnest(new_msgs) n WHERE n.direction = 'out');
+
+    WITH derived AS (
+        SELECT s.wamid,
+               (array_agg(s.status ORDER BY wa_status_rank(s.status) DESC))[1]
+                   AS status,
+               (array_agg(s.at ORDER BY wa_status_rank(s.status) DESC))[1]
+                   AS status_at,
+               min(s.at) FILTER (WHERE s.status = 'sent') AS sent_status_at,
+               min(s.at) FILTER (WHERE s.status = 'delivered') AS delivered_at,
+               min(s.at) FILTER (WHERE s.status = 'read') AS read_at,
+               min(s.at) FILTER (WHERE s.status = 'played') AS played_at,
+               min(s.at) FILTER (WHERE s.status = 'failed') AS failed_at,
+               (array_agg(s.error_code) FILTER (WHERE s.status = 'failed'))[1]
+                   AS error_code,
+               (array_agg(s.error_title) FILTER (WHERE s.status = 'failed'))[1]
+                   AS error_title
+        FROM message_statuses s
+        WHERE s.wamid = ANY (touched) AND wa_status_rank(s.status) > 0
+        GROUP BY s.wamid
+    ), upd AS (
+        UPDATE messages m
+        SET status = d.status, status_at = d.status_at,
+            sent_status_at = d.sent_status_at, delivered_at = d.delivered_at,
+            read_at = d.read_at, played_at = d.played_at,
+            failed_at = d.failed_at, error_code = d.error_code,
+            error_title = d.error_title
+        FROM derived d
+        WHERE m.wamid = d.wamid AND m.wamid = ANY (touched)
+          AND wa_status_rank(d.status) >= wa_status_rank(m.status)
+          AND (m.status, m.status_at, m.sent_status_at, m.delivered_at,
+               m.read_at, m.played_at, m.failed_at)
+              IS DISTINCT FROM
+              (d.status, d.status_at, d.sent_status_at, d.delivered_at,
+               d.read_at, d.played_at, d.failed_at)
+        RETURNING m.*
+    )
+    SELECT coalesce(array_agg(upd::messages ORDER BY wamid), '{}')
+    INTO changed FROM upd;
+
+    RETURN changed;
+END
+$$;
+
+
+-- Conversations of the new messages, in one upsert: created when first
+-- seen; unread grows once per new inbound message; the 24-hour window
+-- follows the newest inbound message; the last message is the greatest
+-- (sent_at, wamid), whatever the order seen.  Returns the conversations
+-- to announce (those with live messages, not only history).
+CREATE FUNCTION wa_apply_conversations(new_msgs messages[])
+RETURNS conversations[] LANGUAGE plpgsql
+AS $$
+DECLARE
+    convs  conversations[];
+BEGIN
+    WITH n AS (
+        SELECT m.conversation_id AS id,
+               count(*) FILTER (WHERE m.direction = 'in'
+                                AND m.source = 'webhook') AS unread,
+               max(m.sent_at) FILTER (WHERE m.direction = 'in') AS last_in,
+               bool_or(m.source <> 'history') AS live
+        FROM unnest(new_msgs) m
+        GROUP BY 1
+    ), last AS (
+        SELECT DISTINCT ON (m.conversation_id) m.*
+        FROM unnest(new_msgs) m
+        ORDER BY m.conversation_id, m.sent_at DESC, m.wamid DESC
+    ), up AS (
+        INSERT INTO conversations AS c (id, phone_number_id, customer_id,
+                                        unread_count,
+                                        last_customer_message_at,
+                                        last_message_at, last_message_id,
+                                        last_message_preview,
+                                        last_message_direction)
+        SELECT n.id, l.phone_number_id, l.customer_id, n.unread, n.last_in,
+               l.sent_at, l.wamid,
+               left(coalesce(l.body, '[' || l.type || ']'), 100), l.direction
+        FROM n JOIN last l ON l.conversation_id = n.id
+        ORDER BY n.id
+        ON CONFLICT (id) DO UPDATE
+            SET unread_count = c.unread_count + excluded.unread_count,
+                last_customer_message_at =
+                    greatest(c.last_customer_message_at,
+                             excluded.last_customer_message_at),
+                (last_message_at, last_message_id, last_message_preview,
+                 last_message_direction) =
+                    (SELECT CASE WHEN newer THEN excluded.last_message_at
+                                 ELSE c.last_message_at END,
+                            CASE WHEN newer THEN excluded.last_message_id
+                                 ELSE c.last_message_id END,
+                            CASE WHEN newer THEN excluded.last_message_preview
+                                 ELSE c.last_message_preview END,
+                            CASE WHEN newer THEN excluded.last_message_direction
+                                 ELSE c.last_message_direction END
+                     FROM (SELECT c.last_message_at IS NULL
+                                  OR (excluded.last_message_at,
+                                      excluded.last_message_id)
+                                     > (c.last_message_at, c.last_message_id)
+                                  AS newer) w)
+        RETURNING c.*
+    )
+    SELECT coalesce(array_agg(up::conversations ORDER BY up.id), '{}')
+    INTO convs
+    FROM up JOIN n ON n.id = up.id
+    WHERE n.live;
+
+    RETURN convs;
+END
+$$;
