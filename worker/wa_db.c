@@ -106,26 +106,22 @@ wa_db_failed(wa_db_t *db, PGresult *res, const char *what, char *err,
 
 
 wa_db_result_e
-wa_db_apply(wa_db_t *db, const char *json, int n, const char **bodies,
-    const int *lens, const char *consumer, PGresult **events, char *err,
-    size_t errlen)
+wa_db_apply_send(wa_db_t *db, const char *json, int n, const char **bodies,
+    const int *lens, const char *consumer, char *err, size_t errlen)
 {
-    int           i, *formats, *lengths;
+    int           i, *formats, *lengths, sent;
     char         *sql, *p;
-    PGresult     *res;
     const char  **values;
-
-    *events = NULL;
 
     /* the bodies are bytes: bound in binary, one parameter each */
     sql = malloc(128 + (size_t) n * 24);
     values = malloc((n + 2) * sizeof(char *));
     formats = malloc((n + 2) * sizeof(int));
     lengths = malloc((n + 2) * sizeof(int));
+    sent = 0;
 
     if (sql == NULL || values == NULL || formats == NULL || lengths == NULL) {
         snprintf(err, errlen, "out of memory");
-        res = NULL;
         goto done;
     }
 
@@ -146,8 +142,9 @@ wa_db_apply(wa_db_t *db, const char *json, int n, const char **bodies,
     lengths[0] = lengths[1] = 0;
     formats[0] = formats[1] = 0;
 
-    res = PQexecParams(db->conn, sql, n + 2, NULL, values, lengths, formats,
-                       0);
+    /* libpq copies the parameters: the caller may free them at once */
+    sent = PQsendQueryParams(db->conn, sql, n + 2, NULL, values, lengths,
+                             formats, 0);
 
 done:
 
@@ -155,6 +152,27 @@ done:
     free(values);
     free(formats);
     free(lengths);
+
+    if (!sent) {
+        return wa_db_failed(db, NULL, "wa_apply_batch", err, errlen);
+    }
+
+    return WA_DB_OK;
+}
+
+
+wa_db_result_e
+wa_db_apply_result(wa_db_t *db, PGresult **events, char *err, size_t errlen)
+{
+    PGresult  *res, *more;
+
+    *events = NULL;
+    res = PQgetResult(db->conn);
+
+    /* one statement: drain to the end so the connection is ready */
+    while ((more = PQgetResult(db->conn)) != NULL) {
+        PQclear(more);
+    }
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         return wa_db_failed(db, res, "wa_apply_batch", err, errlen);

@@ -117,17 +117,27 @@ wa_redis_ok(wa_redis_t *r, redisReply *reply, const char *what)
 
 
 int
-wa_redis_read(wa_redis_t *r, int pending, redisReply **reply,
+wa_redis_read(wa_redis_t *r, int pending, int block, redisReply **reply,
     wa_entry_t **entries)
 {
     redisReply  *rep;
 
     *entries = NULL;
-    *reply = redisCommand(r->c, "XREADGROUP GROUP %s %s COUNT %d BLOCK %d "
-                          "STREAMS %s %s", WA_REDIS_GROUP,
-                          r->cf->worker_consumer, r->cf->worker_batch,
-                          r->cf->worker_block_ms, r->events,
-                          pending ? "0" : ">");
+
+    /* no BLOCK: an answer at once, empty when nothing is there */
+    if (block) {
+        *reply = redisCommand(r->c, "XREADGROUP GROUP %s %s COUNT %d BLOCK %d "
+                              "STREAMS %s %s", WA_REDIS_GROUP,
+                              r->cf->worker_consumer, r->cf->worker_batch,
+                              r->cf->worker_block_ms, r->events,
+                              pending ? "0" : ">");
+
+    } else {
+        *reply = redisCommand(r->c, "XREADGROUP GROUP %s %s COUNT %d "
+                              "STREAMS %s %s", WA_REDIS_GROUP,
+                              r->cf->worker_consumer, r->cf->worker_batch,
+                              r->events, pending ? "0" : ">");
+    }
 
     if (wa_redis_stream_reply(r, *reply, "XREADGROUP") != 0) {
         return -1;

@@ -39,11 +39,11 @@ void wa_redis_close(wa_redis_t *r);
 
 /*
  * Up to count entries: this consumer's own unacknowledged ones when
- * pending is set, else new ones (waiting up to block_ms).  The reply owns
+ * pending is set, else new ones (waiting up to block_ms if block is set).  The reply owns
  * the entries' memory; entries is malloc'd.  Returns the number of
  * entries, or -1 on a connection error.
  */
-int wa_redis_read(wa_redis_t *r, int pending, redisReply **reply,
+int wa_redis_read(wa_redis_t *r, int pending, int block, redisReply **reply,
     wa_entry_t **entries);
 
 /* Entries idle past claim_idle_ms in a dead consumer's list, now ours. */

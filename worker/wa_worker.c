@@ -51,13 +51,28 @@ typedef struct {
 } wa_worker_t;
 
 
+/* A batch sent to PostgreSQL, not yet answered; owns its entries. */
+typedef struct {
+    redisReply  *reply;
+    wa_entry_t  *entries;
+    int          n;
+} wa_batch_in_flight_t;
+
+
 static int wa_worker_run(wa_worker_t *w);
 static int wa_worker_connect(wa_worker_t *w);
 static void wa_worker_reload(wa_worker_t *w);
+static int wa_worker_land(wa_worker_t *w, wa_batch_in_flight_t *flight);
 static int wa_worker_batch(wa_worker_t *w, wa_entry_t *entries, int n,
     int check_deliveries);
+static int wa_worker_commit(wa_worker_t *w, wa_entry_t *entries, int n,
+    wa_db_result_e rc, char *err, size_t errlen);
 static wa_db_result_e wa_worker_apply(wa_worker_t *w, wa_entry_t *entries,
     int n, const char *only_dead_error, char *err, size_t errlen);
+static wa_db_result_e wa_worker_send(wa_worker_t *w, wa_entry_t *entries,
+    int n, const char *only_dead_error, char *err, size_t errlen);
+static wa_db_result_e wa_worker_result(wa_worker_t *w, char *err,
+    size_t errlen);
 static int wa_worker_apply_singly(wa_worker_t *w, wa_entry_t *entries,
     int n);
 static int wa_worker_wait_db(wa_worker_t *w, const char *err);
@@ -185,10 +200,11 @@ wa_usage(FILE *out)
 static int
 wa_worker_run(wa_worker_t *w)
 {
-    int          n, pending, schema_checked, retained;
-    long long    now, last_claim, last_retain;
-    wa_entry_t  *entries;
-    redisReply  *reply;
+    int           n, pending, schema_checked, retained;
+    long long     now, last_claim, last_retain;
+    wa_batch_in_flight_t  flight;
+    wa_entry_t   *entries;
+    redisReply   *reply;
 
     pending = 1;              /* our own unacknowledged entries first */
     schema_checked = 0;
@@ -196,67 +212,96 @@ wa_worker_run(wa_worker_t *w)
     last_claim = 0;
     last_retain = 0;
     w->sweep = 1;             /* what a crash left unpublished */
+    memset(&flight, 0, sizeof(flight));
 
     while (!wa_signal_stop) {
 
-        if (wa_signal_reload) {
-            wa_signal_reload = 0;
-            wa_worker_reload(w);
-        }
-
-        if (wa_worker_connect(w) != 0) {
-            wa_worker_sleep(w);
-            continue;
-        }
-
-        if (!schema_checked) {
-            if (wa_db_check_schema(&w->db, w->cf.worker_sql_dir) != 0) {
-                return 1;
-            }
-
-            schema_checked = 1;
-        }
-
-        /* events committed by a batch whose publish did not happen */
-        if (w->sweep && wa_worker_sweep(w) != 0) {
-            wa_worker_sleep(w);
-            continue;
-        }
-
         now = wa_now_ms();
 
-        if (!retained || now - last_retain >= WA_RETAIN_EVERY_MS) {
-            if (wa_db_retain(&w->db, w->cf.worker_log_retention_days)
-                == WA_DB_OK)
-            {
-                retained = 1;
-                last_retain = now;
+        /* housekeeping due: the batch in flight lands first */
+        if (flight.n
+            && (wa_signal_reload || w->sweep
+                || now - last_retain >= WA_RETAIN_EVERY_MS
+                || now - last_claim >= w->cf.worker_claim_idle_ms / 2))
+        {
+            pending |= wa_worker_land(w, &flight);
+        }
+
+        if (flight.n == 0) {
+
+            if (wa_signal_reload) {
+                wa_signal_reload = 0;
+                wa_worker_reload(w);
+            }
+
+            if (wa_worker_connect(w) != 0) {
+                wa_worker_sleep(w);
+                continue;
+            }
+
+            if (!schema_checked) {
+                if (wa_db_check_schema(&w->db, w->cf.worker_sql_dir) != 0) {
+                    return 1;
+                }
+
+                schema_checked = 1;
+            }
+
+            /* events committed by a batch whose publish did not happen */
+            if (w->sweep && wa_worker_sweep(w) != 0) {
+                wa_worker_sleep(w);
+                continue;
+            }
+
+            if (!retained || now - last_retain >= WA_RETAIN_EVERY_MS) {
+                if (wa_db_retain(&w->db, w->cf.worker_log_retention_days)
+                    == WA_DB_OK)
+                {
+                    retained = 1;
+                    last_retain = now;
+                }
+            }
+
+            if (now - last_claim >= w->cf.worker_claim_idle_ms / 2) {
+                last_claim = now;
+                w->sweep = 1;       /* a dead worker's outbox rows too */
+                n = wa_redis_claim(&w->redis, &reply, &entries);
+
+                if (n > 0) {
+                    wa_log_info("claimed %d entries left by another "
+                                "consumer", n);
+                    (void) wa_worker_batch(w, entries, n, 1);
+                }
+
+                free(entries);
+                freeReplyObject(reply);
+                continue;
             }
         }
 
-        if (now - last_claim >= w->cf.worker_claim_idle_ms / 2) {
-            last_claim = now;
-            w->sweep = 1;       /* a dead worker's outbox rows too */
-            n = wa_redis_claim(&w->redis, &reply, &entries);
+        /* with a batch in flight, only what is there already: its events
+         * are published as soon as it is committed */
+        n = wa_redis_read(&w->redis, pending, flight.n == 0, &reply,
+                          &entries);
 
-            if (n > 0) {
-                wa_log_info("claimed %d entries left by another consumer",
-                            n);
-                (void) wa_worker_batch(w, entries, n, 1);
-            }
-
-            free(entries);
-            freeReplyObject(reply);
-            continue;
+        if (flight.n) {
+            pending |= wa_worker_land(w, &flight);
         }
-
-        n = wa_redis_read(&w->redis, pending, &reply, &entries);
 
         if (n < 0) {
             wa_worker_sleep(w);
 
         } else if (n == 0 && pending) {
             pending = 0;
+        }
+
+        if (n > 0 && !pending
+            && wa_worker_send(w, entries, n, NULL, NULL, 0) == WA_DB_OK)
+        {
+            flight.reply = reply;
+            flight.entries = entries;
+            flight.n = n;
+            continue;
         }
 
         if (n > 0 && wa_worker_batch(w, entries, n, pending) != 0) {
@@ -271,7 +316,38 @@ wa_worker_run(wa_worker_t *w)
         }
     }
 
+    if (flight.n) {
+        (void) wa_worker_land(w, &flight);
+    }
+
     return 0;
+}
+
+
+/*
+ * The batch in flight: waits for its commit, publishes its events and
+ * acknowledges it; on failure, applies it the slow way (wa_worker_commit).
+ * Returns 0, or 1 when its entries stay pending (to be read again).
+ */
+static int
+wa_worker_land(wa_worker_t *w, wa_batch_in_flight_t *flight)
+{
+    int             rc;
+    char            err[512];
+    wa_db_result_e  applied;
+
+    applied = wa_worker_result(w, err, sizeof(err));
+
+    rc = (wa_worker_commit(w, flight->entries, flight->n, applied, err,
+                           sizeof(err)) == 0
+          && wa_redis_ack(&w->redis, flight->entries, flight->n) == 0)
+         ? 0 : 1;
+
+    free(flight->entries);
+    freeReplyObject(flight->reply);
+    memset(flight, 0, sizeof(*flight));
+
+    return rc;
 }
 
 
@@ -373,29 +449,11 @@ wa_worker_batch(wa_worker_t *w, wa_entry_t *entries, int n,
 
     free(deliveries);
 
-    for ( ;; ) {
-        rc = kept ? wa_worker_apply(w, entries, n, NULL, err, sizeof(err))
-                  : WA_DB_OK;
+    rc = kept ? wa_worker_apply(w, entries, n, NULL, err, sizeof(err))
+              : WA_DB_OK;
 
-        if (rc == WA_DB_OK) {
-            break;
-        }
-
-        if (rc == WA_DB_REJECT) {
-            wa_log_warn("batch of %d refused (%s): applying one by one", n,
-                        err);
-
-            if (wa_worker_apply_singly(w, entries, n) != 0) {
-                return -1;
-            }
-
-            break;
-        }
-
-        /* PostgreSQL away: keep the batch, wait, try again */
-        if (wa_worker_wait_db(w, err) != 0) {
-            return -1;
-        }
+    if (wa_worker_commit(w, entries, n, rc, err, sizeof(err)) != 0) {
+        return -1;
     }
 
     return wa_redis_ack(&w->redis, entries, n);
@@ -403,22 +461,69 @@ wa_worker_batch(wa_worker_t *w, wa_entry_t *entries, int n,
 
 
 /*
- * Parses the entries (those with a body; NULL marks one handled already)
- * and applies them.  With only_dead_error set, only their webhook log
- * rows are written, with that error: for entries dead-lettered.
+ * Entries whose first apply gave rc, until committed: a batch refused is
+ * applied one entry at a time; with PostgreSQL away, wait and try again.
+ * Returns 0, or -1 when asked to stop first.
  */
+static int
+wa_worker_commit(wa_worker_t *w, wa_entry_t *entries, int n,
+    wa_db_result_e rc, char *err, size_t errlen)
+{
+    for ( ;; ) {
+        if (rc == WA_DB_OK) {
+            return 0;
+        }
+
+        if (rc == WA_DB_REJECT) {
+            wa_log_warn("batch of %d refused (%s): applying one by one", n,
+                        err);
+            return wa_worker_apply_singly(w, entries, n);
+        }
+
+        /* PostgreSQL away: keep the batch, wait, try again */
+        if (wa_worker_wait_db(w, err) != 0) {
+            return -1;
+        }
+
+        rc = wa_worker_apply(w, entries, n, NULL, err, errlen);
+    }
+}
+
+
+/* Applies entries and publishes what they changed: send, then result. */
 static wa_db_result_e
 wa_worker_apply(wa_worker_t *w, wa_entry_t *entries, int n,
     const char *only_dead_error, char *err, size_t errlen)
 {
+    wa_db_result_e  rc;
+
+    rc = wa_worker_send(w, entries, n, only_dead_error, err, errlen);
+
+    return rc == WA_DB_OK ? wa_worker_result(w, err, errlen) : rc;
+}
+
+
+/*
+ * Parses the entries (those with a body; NULL marks one handled already)
+ * and sends them to be applied.  With only_dead_error set, only their webhook log
+ * rows are written, with that error: for entries dead-lettered.
+ */
+static wa_db_result_e
+wa_worker_send(wa_worker_t *w, wa_entry_t *entries, int n,
+    const char *only_dead_error, char *err, size_t errlen)
+{
     int                 i, m, *lens;
-    char               *json, perr[256];
+    char               *json, perr[256], none[512];
     size_t              len;
-    PGresult           *events;
     const char        **bodies, *result, *rcvd;
     wa_batch_t          b;
     wa_db_result_e      rc;
     wa_parse_result_e   pr;
+
+    if (err == NULL) {
+        err = none;
+        errlen = sizeof(none);
+    }
 
     if (wa_batch_init(&b) != 0) {
         snprintf(err, errlen, "out of memory");
@@ -479,21 +584,9 @@ wa_worker_apply(wa_worker_t *w, wa_entry_t *entries, int n,
     json = wa_batch_json(&b, &len);
 
     if (json) {
-        rc = wa_db_apply(&w->db, json, m, bodies, lens,
-                         w->cf.worker_consumer, &events, err, errlen);
+        rc = wa_db_apply_send(&w->db, json, m, bodies, lens,
+                              w->cf.worker_consumer, err, errlen);
         free(json);
-
-        /* committed: a failed publish leaves the outbox row to a sweep */
-        if (rc == WA_DB_OK) {
-            if (wa_worker_publish(w, events) != 0
-                || wa_db_outbox_delete(&w->db, events) != WA_DB_OK)
-            {
-                wa_log_warn("publishing deferred");
-                w->sweep = 1;
-            }
-
-            PQclear(events);
-        }
     }
 
 done:
@@ -503,6 +596,39 @@ done:
     wa_batch_free(&b);
 
     return rc;
+}
+
+
+/*
+ * The answer to wa_worker_send: once committed, the events are published
+ * and their outbox row deleted; a failed publish leaves the row to a sweep.
+ */
+static wa_db_result_e
+wa_worker_result(wa_worker_t *w, char *err, size_t errlen)
+{
+    int              published;
+    PGresult        *events;
+    wa_db_result_e   rc;
+
+    rc = wa_db_apply_result(&w->db, &events, err, errlen);
+
+    if (rc != WA_DB_OK) {
+        return rc;
+    }
+
+    published = wa_worker_publish(w, events);
+
+    if (published < 0 || wa_db_outbox_delete(&w->db, events) != WA_DB_OK) {
+        wa_log_warn("batch applied, publishing deferred");
+        w->sweep = 1;
+
+    } else {
+        wa_log_debug("batch applied: %d realtime events", published);
+    }
+
+    PQclear(events);
+
+    return WA_DB_OK;
 }
 
 
@@ -601,7 +727,7 @@ wa_worker_sweep(wa_worker_t *w)
             return 0;
         }
 
-        if (wa_worker_publish(w, rows) != 0) {
+        if (wa_worker_publish(w, rows) < 0) {
             PQclear(rows);
             wa_db_outbox_abort(&w->db);
             return -1;
@@ -617,7 +743,10 @@ wa_worker_sweep(wa_worker_t *w)
 }
 
 
-/* Publishes outbox rows (id, events) to wa:updates, in order. */
+/*
+ * Publishes outbox rows (id, events) to wa:updates, in order.  Returns
+ * how many events, or -1.
+ */
 static int
 wa_worker_publish(wa_worker_t *w, PGresult *rows)
 {
@@ -665,7 +794,7 @@ wa_worker_publish(wa_worker_t *w, PGresult *rows)
         }
     }
 
-    rc = n ? wa_redis_publish(&w->redis, n, parts, lens) : 0;
+    rc = (n == 0 || wa_redis_publish(&w->redis, n, parts, lens) == 0) ? n : -1;
 
 done:
 
