@@ -71,12 +71,17 @@ $(ASAN_SO): $(MODULE_SRCS) | deps
 
 $(BUILD)/unit/%: t/unit/%.c common/*.c common/*.h | deps
 	mkdir -p $(BUILD)/unit
-	cc $(CFLAGS_TEST) -o $@ $< common/*.c -lcrypto
+	cc $(CFLAGS_TEST) -o $@ $< common/*.c -lcrypto -lyajl
 
 $(BUILD)/fuzz/fuzz_signature: t/fuzz/fuzz_signature.c common/*.[ch] | deps
 	mkdir -p $(BUILD)/fuzz
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -Icommon -o $@ \
-	    $< common/*.c -lcrypto
+	    $< common/*.c -lcrypto -lyajl
+
+$(BUILD)/fuzz/fuzz_jwt: t/fuzz/fuzz_jwt.c common/*.[ch] | deps
+	mkdir -p $(BUILD)/fuzz
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -Icommon -o $@ \
+	    $< common/*.c -lcrypto -lyajl
 
 $(BUILD)/fuzz/fuzz_parse: t/fuzz/fuzz_parse.c worker/wa_parse.[ch] | deps
 	mkdir -p $(BUILD)/fuzz
