@@ -22,7 +22,7 @@
 -- as absent, as an empty search box or an unset filter would send them.
 --
 -- Changes are published in the same transaction as one update_outbox row
--- (003) holding [{"event":"conversation.update","data":{...}}].
+-- (003): one line, conversation.update and its data.
 --
 -- Timestamps in JSON are RFC 3339 in UTC ("2024-11-21T15:00:00Z", with a
 -- fraction only when there is one), whatever the session's TimeZone.
@@ -470,11 +470,10 @@ CREATE FUNCTION wa_api_publish(c conversations)
 RETURNS void LANGUAGE sql
 AS $$
     INSERT INTO update_outbox (events)
-    VALUES (jsonb_build_array(jsonb_build_object(
-                'event', 'conversation.update',
-                'data', jsonb_build_object(
-                    'phone_number_id', c.phone_number_id,
-                    'conversation', wa_conversation_json(c))))::text)
+    VALUES (wa_outbox_line('conversation.update',
+                           jsonb_build_object(
+                               'phone_number_id', c.phone_number_id,
+                               'conversation', wa_conversation_json(c))::text))
 $$;
 
 

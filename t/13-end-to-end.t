@@ -2,6 +2,7 @@
 # whatsapp-worker -> PostgreSQL, and the realtime event on wa:updates.
 use strict;
 use warnings;
+use IO::Select;
 use IO::Socket::INET;
 use Test::More;
 use WaTest;
@@ -52,6 +53,27 @@ like($msg, qr/(\d+-\d+) \{"event":"message\.new","data":\{/,
 my ($id) = $msg =~ /(\d+-\d+) \{"event":"message\.new"/;
 my $entry = $redis->cmd('XRANGE', 'wa:updates', $id, $id);
 is(scalar @$entry, 1, 'the pub/sub id is the wa:updates stream id');
+
+# an API write (here: marking the conversation read) leaves its event in
+# the outbox; the module's "wake" entry has the worker publish it at once,
+# not at the next periodic sweep (claim_idle_ms / 2 = 30 s)
+my $conv = $pg->query('SELECT id FROM conversations');
+chomp $conv;
+like($pg->query("SELECT status FROM wa_api_conversation_read(NULL, NULL, "
+                . "false, '$conv')"), qr/^200/, 'conversation read via SQL');
+$redis->cmd('XADD', 'wa:events', '*', 'wake', 'outbox');
+my $sel = IO::Select->new($sub);
+$msg = '';
+$deadline = time + 5;
+while ($msg !~ /conversation\.update.*"unread_count": ?0/
+       && $sel->can_read($deadline - time)) {
+    last unless sysread $sub, $msg, 65536, length $msg;
+}
+like($msg, qr/conversation\.update.*"unread_count": ?0/,
+     'woken, the worker publishes the API\'s event within seconds');
+ok($w->drained(5), 'the wake entry is acknowledged');
+is($pg->query('SELECT count(*) FROM update_outbox'), "0\n",
+   'and the outbox row deleted');
 
 $w->stop;
 $w->check_logs('end to end');

@@ -596,10 +596,12 @@ my @A_ORDER = (@id{qw(a1 a2 a3)}, @a_nulls);
 
 sub outbox_count { sql('SELECT count(*) FROM update_outbox') }
 
+# outbox lines: event TAB data LF (sql/003_outbox_batches.sql)
 sub last_event {
-    my $ev = $json->decode(sql('SELECT events FROM update_outbox '
-                               . 'ORDER BY id DESC LIMIT 1'));
-    return $ev;
+    my $lines = sql('SELECT events FROM update_outbox ORDER BY id DESC LIMIT 1');
+    return [ map { my ($event, $data) = split /\t/, $_, 2;
+                   { event => $event, data => $json->decode($data) } }
+             split /\n/, $lines ];
 }
 
 sub create { my ($scope, $body) = @_;

@@ -245,6 +245,9 @@ wa_redis_entries(redisReply *list, wa_entry_t **entries)
 
             } else if (strcmp(f->element[j]->str, "rid") == 0) {
                 out[n].rid = f->element[j + 1]->str;
+
+            } else if (strcmp(f->element[j]->str, "wake") == 0) {
+                out[n].wake = 1;
             }
         }
 

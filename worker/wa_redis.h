@@ -22,6 +22,7 @@ typedef struct {
     size_t       body_len;
     const char  *rcvd;
     const char  *rid;
+    int          wake;      /* no body: the API wrote outbox rows */
 } wa_entry_t;
 
 

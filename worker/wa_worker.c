@@ -200,7 +200,7 @@ wa_usage(FILE *out)
 static int
 wa_worker_run(wa_worker_t *w)
 {
-    int           n, pending, schema_checked, retained;
+    int           i, n, pending, schema_checked, retained;
     long long     now, last_claim, last_retain;
     wa_batch_in_flight_t  flight;
     wa_entry_t   *entries;
@@ -286,6 +286,10 @@ wa_worker_run(wa_worker_t *w)
 
         if (flight.n) {
             pending |= wa_worker_land(w, &flight);
+        }
+
+        for (i = 0; i < n; i++) {
+            w->sweep |= entries[i].wake;
         }
 
         if (n < 0) {
