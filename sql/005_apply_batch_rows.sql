@@ -133,7 +133,14 @@ BEGIN
                wa_outbox_line('message.status', json_build_object(
                    'phone_number_id', c.phone_number_id,
                    'conversation_id', c.conversation_id,
-                   'message', to_jsonb(c) - 'content')::text)
+                   'message', json_build_object(
+                       'wamid', c.wamid, 'direction', c.direction,
+                       'status', c.status, 'status_at', c.status_at,
+                       'sent_status_at', c.sent_status_at,
+                       'delivered_at', c.delivered_at, 'read_at', c.read_at,
+                       'played_at', c.played_at, 'failed_at', c.failed_at,
+                       'error_code', c.error_code,
+                       'error_title', c.error_title))::text)
         FROM unnest(changed) c
         LEFT JOIN unnest(new_msgs) n ON n.wamid = c.wamid
         WHERE n.wamid IS NULL
