@@ -11,11 +11,13 @@
 --     statuses of messages the business sent, never of inbound ones);
 --   * the realtime events go to update_outbox as one row (003) and are
 --     also returned, so the worker publishes them without reading them
---     back (then deletes the row).
+--     back; the rows it has published are deleted by its next call
+--     (`done`), not by a transaction (and a disk flush) of their own.
 
 DROP FUNCTION wa_apply_batch(jsonb, bytea[]);
 
 CREATE FUNCTION wa_apply_batch(batch jsonb, bodies bytea[], consumer text,
+                               done bigint[],
                                OUT outbox_id bigint, OUT events text)
 LANGUAGE plpgsql
 AS $$
@@ -25,6 +27,8 @@ DECLARE
     changed    messages[];
     convs      conversations[];
 BEGIN
+    DELETE FROM update_outbox o WHERE o.id = ANY (done);
+
     -- Two workers may hold a message and its status in two batches: the
     -- per-wamid lock, taken in a fixed order, makes the later transaction
     -- see the earlier one's rows when it derives the status.
@@ -161,7 +165,7 @@ $$;
 
 -- Its statements handle hundreds of rows: LLVM compilation (jit) costs
 -- far more than it saves (bench/README.md).
-ALTER FUNCTION wa_apply_batch(jsonb, bytea[], text) SET jit = off;
+ALTER FUNCTION wa_apply_batch(jsonb, bytea[], text, bigint[]) SET jit = off;
 
 
 -- Whether a profile name seen at new_at replaces the one kept: newest by

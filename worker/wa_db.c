@@ -107,7 +107,8 @@ wa_db_failed(wa_db_t *db, PGresult *res, const char *what, char *err,
 
 wa_db_result_e
 wa_db_apply_send(wa_db_t *db, const char *json, int n, const char **bodies,
-    const int *lens, const char *consumer, char *err, size_t errlen)
+    const int *lens, const char *consumer, const char *done, char *err,
+    size_t errlen)
 {
     int           i, *formats, *lengths, sent;
     char         *sql, *p;
@@ -115,9 +116,9 @@ wa_db_apply_send(wa_db_t *db, const char *json, int n, const char **bodies,
 
     /* the bodies are bytes: bound in binary, one parameter each */
     sql = malloc(128 + (size_t) n * 24);
-    values = malloc((n + 2) * sizeof(char *));
-    formats = malloc((n + 2) * sizeof(int));
-    lengths = malloc((n + 2) * sizeof(int));
+    values = malloc((n + 3) * sizeof(char *));
+    formats = malloc((n + 3) * sizeof(int));
+    lengths = malloc((n + 3) * sizeof(int));
     sent = 0;
 
     if (sql == NULL || values == NULL || formats == NULL || lengths == NULL) {
@@ -129,21 +130,22 @@ wa_db_apply_send(wa_db_t *db, const char *json, int n, const char **bodies,
                            "FROM wa_apply_batch($1::jsonb, ARRAY[");
 
     for (i = 0; i < n; i++) {
-        p += sprintf(p, "%s$%d::bytea", i ? "," : "", i + 3);
-        values[i + 2] = bodies[i];
-        lengths[i + 2] = lens[i];
-        formats[i + 2] = 1;
+        p += sprintf(p, "%s$%d::bytea", i ? "," : "", i + 4);
+        values[i + 3] = bodies[i];
+        lengths[i + 3] = lens[i];
+        formats[i + 3] = 1;
     }
 
-    sprintf(p, "]::bytea[], $2)");
+    sprintf(p, "]::bytea[], $2, $3::bigint[])");
 
     values[0] = json;
     values[1] = consumer;
-    lengths[0] = lengths[1] = 0;
-    formats[0] = formats[1] = 0;
+    values[2] = done;
+    lengths[0] = lengths[1] = lengths[2] = 0;
+    formats[0] = formats[1] = formats[2] = 0;
 
     /* libpq copies the parameters: the caller may free them at once */
-    sent = PQsendQueryParams(db->conn, sql, n + 2, NULL, values, lengths,
+    sent = PQsendQueryParams(db->conn, sql, n + 3, NULL, values, lengths,
                              formats, 0);
 
 done:
@@ -230,13 +232,34 @@ wa_db_outbox_take(wa_db_t *db, const char *consumer, int idle_ms, int limit,
 wa_db_result_e
 wa_db_outbox_done(wa_db_t *db, PGresult *rows)
 {
-    char        err[256];
+    int         i, n;
+    char       *ids, *p, err[256];
     PGresult   *res;
 
-    if (wa_db_outbox_delete(db, rows) != WA_DB_OK) {
+    n = PQntuples(rows);
+    ids = malloc(3 + (size_t) n * 21);
+
+    if (ids == NULL) {
         wa_db_outbox_abort(db);
         return WA_DB_RETRY;
     }
+
+    p = ids;
+    *p++ = '{';
+
+    for (i = 0; i < n; i++) {
+        p += sprintf(p, "%s%s", i ? "," : "", PQgetvalue(rows, i, 0));
+    }
+
+    strcpy(p, "}");
+
+    if (wa_db_outbox_delete(db, ids) != WA_DB_OK) {
+        free(ids);
+        wa_db_outbox_abort(db);
+        return WA_DB_RETRY;
+    }
+
+    free(ids);
 
     res = PQexec(db->conn, "COMMIT");
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
@@ -250,42 +273,17 @@ wa_db_outbox_done(wa_db_t *db, PGresult *rows)
 
 
 wa_db_result_e
-wa_db_outbox_delete(wa_db_t *db, PGresult *rows)
+wa_db_outbox_delete(wa_db_t *db, const char *ids)
 {
-    int          i, n;
-    char        *ids, *p, err[256];
+    char         err[256];
     PGresult    *res;
     const char  *values[1];
 
-    n = PQntuples(rows);
-    ids = malloc(3 + (size_t) n * 21);
-    if (ids == NULL) {
-        return WA_DB_RETRY;
-    }
-
-    p = ids;
-    *p++ = '{';
-
-    for (i = 0; i < n; i++) {
-        /* NULL: a batch without events wrote no row */
-        if (!PQgetisnull(rows, i, 0)) {
-            p += sprintf(p, "%s%s", p > ids + 1 ? "," : "",
-                         PQgetvalue(rows, i, 0));
-        }
-    }
-
-    if (p == ids + 1) {
-        free(ids);
-        return WA_DB_OK;
-    }
-
-    strcpy(p, "}");
     values[0] = ids;
 
     res = PQexecParams(db->conn,
                        "DELETE FROM update_outbox WHERE id = ANY($1::bigint[])",
                        1, NULL, values, NULL, NULL, 0);
-    free(ids);
 
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         return wa_db_failed(db, res, "outbox delete", err, sizeof(err));

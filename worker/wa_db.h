@@ -37,15 +37,16 @@ int wa_db_check_schema(wa_db_t *db, const char *sql_dir);
  */
 
 /*
- * wa_apply_batch(json, ARRAY[bodies], consumer), one transaction, in two
+ * wa_apply_batch(json, ARRAY[bodies], consumer, done), one transaction
+ * that also deletes the outbox rows done ("{id,...}": published), in two
  * halves so that the worker reads and parses the next batch while
  * PostgreSQL applies this one: send returns once the call is written,
  * result waits for its answer.  On WA_DB_OK, *events holds the outbox row
  * it wrote (id and events both NULL when there was nothing to publish).
  */
 wa_db_result_e wa_db_apply_send(wa_db_t *db, const char *json, int n,
-    const char **bodies, const int *lens, const char *consumer, char *err,
-    size_t errlen);
+    const char **bodies, const int *lens, const char *consumer,
+    const char *done, char *err, size_t errlen);
 wa_db_result_e wa_db_apply_result(wa_db_t *db, PGresult **events, char *err,
     size_t errlen);
 
@@ -61,8 +62,8 @@ wa_db_result_e wa_db_outbox_take(wa_db_t *db, const char *consumer,
 wa_db_result_e wa_db_outbox_done(wa_db_t *db, PGresult *rows);
 void wa_db_outbox_abort(wa_db_t *db);
 
-/* Deletes these outbox rows (published). */
-wa_db_result_e wa_db_outbox_delete(wa_db_t *db, PGresult *rows);
+/* Deletes the outbox rows ids ("{id,...}": published). */
+wa_db_result_e wa_db_outbox_delete(wa_db_t *db, const char *ids);
 
 /* Webhook log partitions: today's and tomorrow's, old ones dropped. */
 wa_db_result_e wa_db_retain(wa_db_t *db, int days);

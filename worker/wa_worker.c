@@ -39,6 +39,7 @@
 #define WA_BACKOFF_MAX_MS      5000
 #define WA_RETAIN_EVERY_MS     3600000
 #define WA_OUTBOX_CHUNK        16       /* outbox rows: a batch's events each */
+#define WA_DONE_MAX            64
 
 
 typedef struct {
@@ -48,21 +49,32 @@ typedef struct {
     wa_db_t      db;
     long         backoff_ms;
     int          sweep;         /* unpublished outbox rows may be left */
+
+    /* outbox rows published, deleted by the next apply's transaction */
+    long long    done[WA_DONE_MAX];
+    int          ndone;
+    int          ndone_sent;    /* of them, named in the apply in flight */
 } wa_worker_t;
 
 
-/* A batch sent to PostgreSQL, not yet answered; owns its entries. */
+/* A batch sent to PostgreSQL; owns its entries until acknowledged. */
 typedef struct {
     redisReply  *reply;
     wa_entry_t  *entries;
     int          n;
+    PGresult    *events;        /* once landed: what to publish */
+    int          failed;        /* once landed: entries stay pending */
 } wa_batch_in_flight_t;
 
 
 static int wa_worker_run(wa_worker_t *w);
 static int wa_worker_connect(wa_worker_t *w);
 static void wa_worker_reload(wa_worker_t *w);
-static int wa_worker_land(wa_worker_t *w, wa_batch_in_flight_t *flight);
+static void wa_worker_land(wa_worker_t *w, wa_batch_in_flight_t *flight);
+static int wa_worker_finish(wa_worker_t *w, wa_batch_in_flight_t *flight);
+static void wa_worker_announce(wa_worker_t *w, PGresult *events);
+static void wa_worker_forget(wa_worker_t *w);
+static void wa_worker_done_ids(wa_worker_t *w, char *ids);
 static int wa_worker_batch(wa_worker_t *w, wa_entry_t *entries, int n,
     int check_deliveries);
 static int wa_worker_commit(wa_worker_t *w, wa_entry_t *entries, int n,
@@ -71,8 +83,8 @@ static wa_db_result_e wa_worker_apply(wa_worker_t *w, wa_entry_t *entries,
     int n, const char *only_dead_error, char *err, size_t errlen);
 static wa_db_result_e wa_worker_send(wa_worker_t *w, wa_entry_t *entries,
     int n, const char *only_dead_error, char *err, size_t errlen);
-static wa_db_result_e wa_worker_result(wa_worker_t *w, char *err,
-    size_t errlen);
+static wa_db_result_e wa_worker_result(wa_worker_t *w, PGresult **events,
+    char *err, size_t errlen);
 static int wa_worker_apply_singly(wa_worker_t *w, wa_entry_t *entries,
     int n);
 static int wa_worker_wait_db(wa_worker_t *w, const char *err);
@@ -202,7 +214,7 @@ wa_worker_run(wa_worker_t *w)
 {
     int           i, n, pending, schema_checked, retained;
     long long     now, last_claim, last_retain;
-    wa_batch_in_flight_t  flight;
+    wa_batch_in_flight_t  flight, landed;
     wa_entry_t   *entries;
     redisReply   *reply;
 
@@ -224,7 +236,8 @@ wa_worker_run(wa_worker_t *w)
                 || now - last_retain >= WA_RETAIN_EVERY_MS
                 || now - last_claim >= w->cf.worker_claim_idle_ms / 2))
         {
-            pending |= wa_worker_land(w, &flight);
+            wa_worker_land(w, &flight);
+            pending |= wa_worker_finish(w, &flight);
         }
 
         if (flight.n == 0) {
@@ -247,7 +260,12 @@ wa_worker_run(wa_worker_t *w)
                 schema_checked = 1;
             }
 
-            /* events committed by a batch whose publish did not happen */
+            /* events committed by a batch whose publish did not happen;
+             * those published are deleted first, not published again */
+            if (w->sweep) {
+                wa_worker_forget(w);
+            }
+
             if (w->sweep && wa_worker_sweep(w) != 0) {
                 wa_worker_sleep(w);
                 continue;
@@ -284,8 +302,12 @@ wa_worker_run(wa_worker_t *w)
         n = wa_redis_read(&w->redis, pending, flight.n == 0, &reply,
                           &entries);
 
-        if (flight.n) {
-            pending |= wa_worker_land(w, &flight);
+        landed = flight;
+        memset(&flight, 0, sizeof(flight));
+
+        if (landed.n) {
+            wa_worker_land(w, &landed);
+            pending |= landed.failed;
         }
 
         for (i = 0; i < n; i++) {
@@ -299,13 +321,19 @@ wa_worker_run(wa_worker_t *w)
             pending = 0;
         }
 
+        /* the next batch goes to PostgreSQL before the landed one is
+         * published and acknowledged: Redis' work overlaps PostgreSQL's */
         if (n > 0 && !pending
             && wa_worker_send(w, entries, n, NULL, NULL, 0) == WA_DB_OK)
         {
             flight.reply = reply;
             flight.entries = entries;
             flight.n = n;
-            continue;
+            n = 0;
+        }
+
+        if (landed.n) {
+            pending |= wa_worker_finish(w, &landed);
         }
 
         if (n > 0 && wa_worker_batch(w, entries, n, pending) != 0) {
@@ -313,37 +341,64 @@ wa_worker_run(wa_worker_t *w)
             pending = 1;
         }
 
-        free(entries);
+        if (flight.n == 0) {
+            free(entries);
 
-        if (reply) {
-            freeReplyObject(reply);
+            if (reply) {
+                freeReplyObject(reply);
+            }
+
+            /* idle: nothing will carry the deletions soon */
+            if (n <= 0) {
+                wa_worker_forget(w);
+            }
         }
     }
 
     if (flight.n) {
-        (void) wa_worker_land(w, &flight);
+        wa_worker_land(w, &flight);
+        (void) wa_worker_finish(w, &flight);
     }
+
+    wa_worker_forget(w);
 
     return 0;
 }
 
 
 /*
- * The batch in flight: waits for its commit, publishes its events and
- * acknowledges it; on failure, applies it the slow way (wa_worker_commit).
- * Returns 0, or 1 when its entries stay pending (to be read again).
+ * Waits for the batch in flight to commit; on failure, applies it the
+ * slow way (wa_worker_commit), which publishes its own events.
  */
-static int
+static void
 wa_worker_land(wa_worker_t *w, wa_batch_in_flight_t *flight)
 {
-    int             rc;
     char            err[512];
     wa_db_result_e  applied;
 
-    applied = wa_worker_result(w, err, sizeof(err));
+    applied = wa_worker_result(w, &flight->events, err, sizeof(err));
 
-    rc = (wa_worker_commit(w, flight->entries, flight->n, applied, err,
-                           sizeof(err)) == 0
+    flight->failed = (applied != WA_DB_OK
+                      && wa_worker_commit(w, flight->entries, flight->n,
+                                          applied, err, sizeof(err)) != 0);
+}
+
+
+/*
+ * A landed batch: publishes its events and acknowledges its entries.
+ * Returns 0, or 1 when they stay pending (to be read again).
+ */
+static int
+wa_worker_finish(wa_worker_t *w, wa_batch_in_flight_t *flight)
+{
+    int  rc;
+
+    if (flight->events) {
+        wa_worker_announce(w, flight->events);
+        PQclear(flight->events);
+    }
+
+    rc = (!flight->failed
           && wa_redis_ack(&w->redis, flight->entries, flight->n) == 0)
          ? 0 : 1;
 
@@ -499,11 +554,21 @@ static wa_db_result_e
 wa_worker_apply(wa_worker_t *w, wa_entry_t *entries, int n,
     const char *only_dead_error, char *err, size_t errlen)
 {
-    wa_db_result_e  rc;
+    PGresult        *events;
+    wa_db_result_e   rc;
 
     rc = wa_worker_send(w, entries, n, only_dead_error, err, errlen);
 
-    return rc == WA_DB_OK ? wa_worker_result(w, err, errlen) : rc;
+    if (rc == WA_DB_OK) {
+        rc = wa_worker_result(w, &events, err, errlen);
+    }
+
+    if (rc == WA_DB_OK) {
+        wa_worker_announce(w, events);
+        PQclear(events);
+    }
+
+    return rc;
 }
 
 
@@ -518,6 +583,7 @@ wa_worker_send(wa_worker_t *w, wa_entry_t *entries, int n,
 {
     int                 i, m, *lens;
     char               *json, perr[256], none[512];
+    char                done[WA_DONE_MAX * 21 + 3];
     size_t              len;
     const char        **bodies, *result, *rcvd;
     wa_batch_t          b;
@@ -588,8 +654,10 @@ wa_worker_send(wa_worker_t *w, wa_entry_t *entries, int n,
     json = wa_batch_json(&b, &len);
 
     if (json) {
+        wa_worker_done_ids(w, done);
         rc = wa_db_apply_send(&w->db, json, m, bodies, lens,
-                              w->cf.worker_consumer, err, errlen);
+                              w->cf.worker_consumer, done, err, errlen);
+        w->ndone_sent = (rc == WA_DB_OK) ? w->ndone : 0;
         free(json);
     }
 
@@ -604,35 +672,94 @@ done:
 
 
 /*
- * The answer to wa_worker_send: once committed, the events are published
- * and their outbox row deleted; a failed publish leaves the row to a sweep.
+ * The answer to wa_worker_send.  Once committed, the outbox rows it
+ * deleted are forgotten, and *events holds its own row, to announce.
  */
 static wa_db_result_e
-wa_worker_result(wa_worker_t *w, char *err, size_t errlen)
+wa_worker_result(wa_worker_t *w, PGresult **events, char *err,
+    size_t errlen)
 {
-    int              published;
-    PGresult        *events;
-    wa_db_result_e   rc;
+    wa_db_result_e  rc;
 
-    rc = wa_db_apply_result(&w->db, &events, err, errlen);
+    rc = wa_db_apply_result(&w->db, events, err, errlen);
 
-    if (rc != WA_DB_OK) {
-        return rc;
+    if (rc == WA_DB_OK) {
+        w->ndone -= w->ndone_sent;
+        memmove(w->done, w->done + w->ndone_sent,
+                w->ndone * sizeof(long long));
     }
+
+    w->ndone_sent = 0;
+
+    return rc;
+}
+
+
+/*
+ * Publishes a committed batch's events; its outbox row is deleted by the
+ * next apply (or wa_worker_forget when idle).  A failed publish leaves
+ * the row to a sweep.
+ */
+static void
+wa_worker_announce(wa_worker_t *w, PGresult *events)
+{
+    int  published;
 
     published = wa_worker_publish(w, events);
 
-    if (published < 0 || wa_db_outbox_delete(&w->db, events) != WA_DB_OK) {
+    if (published < 0) {
         wa_log_warn("batch applied, publishing deferred");
         w->sweep = 1;
-
-    } else {
-        wa_log_debug("batch applied: %d realtime events", published);
+        return;
     }
 
-    PQclear(events);
+    wa_log_debug("batch applied: %d realtime events", published);
 
-    return WA_DB_OK;
+    if (PQgetisnull(events, 0, 0)) {
+        return;
+    }
+
+    /* full (applies failing for long): the row is published again by a
+     * sweep, at least once as always */
+    if (w->ndone < WA_DONE_MAX) {
+        w->done[w->ndone++] = strtoll(PQgetvalue(events, 0, 0), NULL, 10);
+    }
+}
+
+
+/* Deletes the published outbox rows now, when no apply will soon. */
+static void
+wa_worker_forget(wa_worker_t *w)
+{
+    char  ids[WA_DONE_MAX * 21 + 3];
+
+    if (w->ndone == 0 || w->db.conn == NULL) {
+        return;
+    }
+
+    wa_worker_done_ids(w, ids);
+
+    if (wa_db_outbox_delete(&w->db, ids) == WA_DB_OK) {
+        w->ndone = 0;
+    }
+}
+
+
+/* The published outbox rows as a bigint[] literal. */
+static void
+wa_worker_done_ids(wa_worker_t *w, char *ids)
+{
+    int    i;
+    char  *p;
+
+    p = ids;
+    *p++ = '{';
+
+    for (i = 0; i < w->ndone; i++) {
+        p += sprintf(p, "%s%lld", i ? "," : "", w->done[i]);
+    }
+
+    strcpy(p, "}");
 }
 
 
