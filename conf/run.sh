@@ -71,9 +71,11 @@ if [ ! -d "$prefix/pg" ]; then
         -U postgres -E UTF8 --locale=C.UTF-8" > "$prefix/logs/initdb.log"
 fi
 
-# start-stop-daemon execs postgres in place: $! is PostgreSQL itself
-setsid start-stop-daemon --start --chuid postgres --exec "$pg_bin/postgres" -- \
-    -D "$prefix/pg" -p "$pg_port" -c listen_addresses=127.0.0.1 \
+# setpriv execs postgres in place: $! is PostgreSQL itself (unlike
+# start-stop-daemon, it does not refuse because another cluster, e.g. the
+# system's, runs the same binary)
+setsid setpriv --reuid=postgres --regid=postgres --init-groups \
+    "$pg_bin/postgres" -D "$prefix/pg" -p "$pg_port" -c listen_addresses=127.0.0.1 \
     -c unix_socket_directories="$prefix/pg" \
     >> "$prefix/logs/postgres.log" 2>&1 &
 pids+=($!) sigs+=(INT)
