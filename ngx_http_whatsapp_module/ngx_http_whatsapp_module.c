@@ -9,6 +9,7 @@
 #define NGX_HTTP_WHATSAPP_DEFAULT_MAX_PENDING  1024
 
 
+static ngx_int_t ngx_http_whatsapp_postconfiguration(ngx_conf_t *cf);
 static void *ngx_http_whatsapp_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_whatsapp_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_whatsapp_merge_loc_conf(ngx_conf_t *cf, void *parent,
@@ -25,6 +26,8 @@ static char *ngx_http_whatsapp_redis_address(ngx_conf_t *cf,
 static ngx_http_whatsapp_redis_t *ngx_http_whatsapp_redis_shared(
     ngx_http_whatsapp_main_conf_t *wmcf, ngx_http_whatsapp_redis_t *rd);
 static char *ngx_http_whatsapp_webhook(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_whatsapp_api(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_whatsapp_status(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
@@ -102,13 +105,63 @@ static ngx_command_t  ngx_http_whatsapp_commands[] = {
       0,
       NULL },
 
+    { ngx_string("whatsapp_postgres"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_CONF_1MORE,
+      ngx_http_whatsapp_postgres_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("whatsapp_postgres_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_whatsapp_loc_conf_t, postgres_timeout),
+      NULL },
+
+    { ngx_string("whatsapp_api"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_whatsapp_api,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("whatsapp_auth"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF
+      |NGX_CONF_TAKE1234,
+      ngx_http_whatsapp_auth_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_whatsapp_loc_conf_t, auth),
+      NULL },
+
+    { ngx_string("whatsapp_auth_issuer"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_whatsapp_loc_conf_t, auth.issuer),
+      NULL },
+
+    { ngx_string("whatsapp_auth_audience"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_whatsapp_loc_conf_t, auth.audience),
+      NULL },
+
+    { ngx_string("whatsapp_auth_leeway"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_whatsapp_loc_conf_t, auth.leeway),
+      NULL },
+
       ngx_null_command
 };
 
 
 static ngx_http_module_t  ngx_http_whatsapp_module_ctx = {
     NULL,                                  /* preconfiguration */
-    NULL,                                  /* postconfiguration */
+    ngx_http_whatsapp_postconfiguration,   /* postconfiguration */
 
     ngx_http_whatsapp_create_main_conf,    /* create main configuration */
     NULL,                                  /* init main configuration */
@@ -137,6 +190,13 @@ ngx_module_t  ngx_http_whatsapp_module = {
 };
 
 
+static ngx_int_t
+ngx_http_whatsapp_postconfiguration(ngx_conf_t *cf)
+{
+    return ngx_http_whatsapp_api_init(cf);
+}
+
+
 static void *
 ngx_http_whatsapp_create_main_conf(ngx_conf_t *cf)
 {
@@ -149,6 +209,13 @@ ngx_http_whatsapp_create_main_conf(ngx_conf_t *cf)
 
     if (ngx_array_init(&wmcf->redis, cf->pool, 1,
                        sizeof(ngx_http_whatsapp_redis_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    if (ngx_array_init(&wmcf->postgres, cf->pool, 1,
+                       sizeof(ngx_http_whatsapp_postgres_t *))
         != NGX_OK)
     {
         return NULL;
@@ -179,11 +246,16 @@ ngx_http_whatsapp_create_loc_conf(ngx_conf_t *cf)
      *     wlcf->events_key = { 0, NULL };
      *     wlcf->verify_token = { 0, NULL };
      *     wlcf->webhook = 0;
+     *     wlcf->api = 0;
      */
 
     wlcf->redis = NGX_CONF_UNSET_PTR;
     wlcf->redis_timeout = NGX_CONF_UNSET_MSEC;
     wlcf->app_secrets = NGX_CONF_UNSET_PTR;
+    wlcf->postgres = NGX_CONF_UNSET_PTR;
+    wlcf->postgres_timeout = NGX_CONF_UNSET_MSEC;
+
+    ngx_http_whatsapp_auth_create_conf(&wlcf->auth);
 
     return wlcf;
 }
@@ -204,31 +276,64 @@ ngx_http_whatsapp_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                              NGX_HTTP_WHATSAPP_DEFAULT_PREFIX);
     ngx_conf_merge_ptr_value(conf->app_secrets, prev->app_secrets, NULL);
     ngx_conf_merge_str_value(conf->verify_token, prev->verify_token, "");
+    ngx_conf_merge_ptr_value(conf->postgres, prev->postgres, NULL);
+    ngx_conf_merge_msec_value(conf->postgres_timeout, prev->postgres_timeout,
+                              5000);
 
-    if (!conf->webhook) {
+    ngx_http_whatsapp_auth_merge_conf(&conf->auth, &prev->auth);
+
+    /* secure by default: a location that cannot authenticate does not
+     * start */
+
+    if (conf->webhook) {
+
+        if (conf->app_secrets == NULL) {
+            missing = "whatsapp_app_secret or whatsapp_app_secret_file";
+
+        } else if (conf->verify_token.len == 0) {
+            missing = "whatsapp_verify_token or whatsapp_verify_token_file";
+
+        } else if (conf->redis == NULL) {
+            missing = "whatsapp_redis in the http or server block";
+
+        } else {
+            missing = NULL;
+        }
+
+        if (missing) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "\"whatsapp_webhook\" in %V:%ui needs %s",
+                          &conf->webhook_file, conf->webhook_line, missing);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (conf->api) {
+
+        if (conf->auth.mode == NGX_HTTP_WHATSAPP_AUTH_UNSET) {
+            missing = "whatsapp_auth: add \"whatsapp_auth jwt KEYFILE;\", "
+                      "\"whatsapp_auth scope $agent $phones;\" or, to serve "
+                      "it unauthenticated, \"whatsapp_auth off;\"";
+
+        } else if (conf->postgres == NULL) {
+            missing = "whatsapp_postgres in the http or server block";
+
+        } else {
+            missing = NULL;
+        }
+
+        if (missing) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "\"whatsapp_api\" in %V:%ui needs %s",
+                          &conf->api_file, conf->api_line, missing);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    /* the webhook's stream; the API wakes the worker through it */
+
+    if (conf->redis == NULL || !(conf->webhook || conf->api)) {
         return NGX_CONF_OK;
-    }
-
-    /* secure by default: a webhook that cannot authenticate does not start */
-
-    if (conf->app_secrets == NULL) {
-        missing = "whatsapp_app_secret or whatsapp_app_secret_file";
-
-    } else if (conf->verify_token.len == 0) {
-        missing = "whatsapp_verify_token or whatsapp_verify_token_file";
-
-    } else if (conf->redis == NULL) {
-        missing = "whatsapp_redis in the http or server block";
-
-    } else {
-        missing = NULL;
-    }
-
-    if (missing) {
-        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "\"whatsapp_webhook\" in %V:%ui needs %s",
-                      &conf->webhook_file, conf->webhook_line, missing);
-        return NGX_CONF_ERROR;
     }
 
     conf->events_key.len = conf->prefix.len + sizeof("events") - 1;
@@ -250,6 +355,7 @@ ngx_http_whatsapp_init_process(ngx_cycle_t *cycle)
 {
     ngx_uint_t                      i;
     ngx_http_whatsapp_redis_t     **rd;
+    ngx_http_whatsapp_postgres_t  **pg;
     ngx_http_whatsapp_main_conf_t  *wmcf;
 
     if (ngx_process != NGX_PROCESS_WORKER
@@ -272,6 +378,14 @@ ngx_http_whatsapp_init_process(ngx_cycle_t *cycle)
         }
     }
 
+    pg = wmcf->postgres.elts;
+
+    for (i = 0; i < wmcf->postgres.nelts; i++) {
+        if (ngx_http_whatsapp_postgres_init_worker(pg[i], cycle) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
     return NGX_OK;
 }
 
@@ -281,6 +395,7 @@ ngx_http_whatsapp_exit_process(ngx_cycle_t *cycle)
 {
     ngx_uint_t                      i;
     ngx_http_whatsapp_redis_t     **rd;
+    ngx_http_whatsapp_postgres_t  **pg;
     ngx_http_whatsapp_main_conf_t  *wmcf;
 
     wmcf = ngx_http_cycle_get_module_main_conf(cycle,
@@ -293,6 +408,12 @@ ngx_http_whatsapp_exit_process(ngx_cycle_t *cycle)
 
     for (i = 0; i < wmcf->redis.nelts; i++) {
         ngx_http_whatsapp_redis_exit_worker(rd[i]);
+    }
+
+    pg = wmcf->postgres.elts;
+
+    for (i = 0; i < wmcf->postgres.nelts; i++) {
+        ngx_http_whatsapp_postgres_exit_worker(pg[i]);
     }
 }
 
@@ -518,6 +639,28 @@ ngx_http_whatsapp_webhook(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_whatsapp_webhook_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_whatsapp_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_whatsapp_loc_conf_t  *wlcf = conf;
+
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (wlcf->api) {
+        return "is duplicate";
+    }
+
+    wlcf->api = 1;
+    wlcf->api_file = cf->conf_file->file.name;
+    wlcf->api_line = cf->conf_file->line;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_whatsapp_api_handler;
 
     return NGX_CONF_OK;
 }

@@ -1,7 +1,7 @@
 /*
  * ngx_http_whatsapp_module: WhatsApp Business Cloud API gateway at the
  * NGINX edge.  Shared configuration types and the functions each concern
- * (webhook, Redis, status) offers the others.
+ * (webhook, API, auth, Redis, PostgreSQL, status) offers the others.
  */
 
 #ifndef NGX_HTTP_WHATSAPP_MODULE_H_INCLUDED_
@@ -13,11 +13,14 @@
 #include <ngx_http.h>
 
 #include "ngx_http_whatsapp_redis.h"
+#include "ngx_http_whatsapp_postgres.h"
+#include "ngx_http_whatsapp_auth.h"
 #include "wa_signature.h"
 
 
 typedef struct {
     ngx_array_t                   redis;        /* of ngx_http_whatsapp_redis_t * */
+    ngx_array_t                   postgres;     /* of ngx_http_whatsapp_postgres_t * */
 } ngx_http_whatsapp_main_conf_t;
 
 
@@ -30,10 +33,19 @@ typedef struct {
     ngx_array_t                  *app_secrets;  /* of wa_hmac_key_t * */
     ngx_str_t                     verify_token;
 
+    ngx_http_whatsapp_postgres_t *postgres;
+    ngx_msec_t                    postgres_timeout;
+    ngx_http_whatsapp_auth_conf_t auth;
+
     /* where whatsapp_webhook was written, to name it in errors */
     unsigned                      webhook:1;
     ngx_str_t                     webhook_file;
     ngx_uint_t                    webhook_line;
+
+    /* the same for whatsapp_api */
+    unsigned                      api:1;
+    ngx_str_t                     api_file;
+    ngx_uint_t                    api_line;
 } ngx_http_whatsapp_loc_conf_t;
 
 
@@ -62,10 +74,22 @@ typedef enum {
 } ngx_http_whatsapp_redis_error_e;
 
 
+typedef enum {
+    NGX_HTTP_WHATSAPP_POSTGRES_ERR_CONNECT = 0,
+    NGX_HTTP_WHATSAPP_POSTGRES_ERR_LOST,
+    NGX_HTTP_WHATSAPP_POSTGRES_ERR_TIMEOUT,
+    NGX_HTTP_WHATSAPP_POSTGRES_ERR_QUERY,
+    NGX_HTTP_WHATSAPP_POSTGRES_ERR_QUEUE_FULL,
+    NGX_HTTP_WHATSAPP_POSTGRES_ERR_N
+} ngx_http_whatsapp_postgres_error_e;
+
+
 extern ngx_module_t  ngx_http_whatsapp_module;
 
 
 ngx_int_t ngx_http_whatsapp_webhook_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_whatsapp_api_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_whatsapp_api_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_whatsapp_status_handler(ngx_http_request_t *r);
 
 ngx_int_t ngx_http_whatsapp_status_add_zone(ngx_conf_t *cf);
@@ -73,6 +97,10 @@ void ngx_http_whatsapp_status_outcome(ngx_http_whatsapp_outcome_e outcome);
 void ngx_http_whatsapp_status_redis_error(ngx_http_whatsapp_redis_error_e e);
 void ngx_http_whatsapp_status_redis_connected(ngx_int_t delta);
 void ngx_http_whatsapp_status_enqueue_latency(uint64_t usec);
+void ngx_http_whatsapp_status_api(ngx_uint_t status);
+void ngx_http_whatsapp_status_postgres_error(
+    ngx_http_whatsapp_postgres_error_e e);
+void ngx_http_whatsapp_status_postgres_connected(ngx_int_t delta);
 uint64_t ngx_http_whatsapp_status_now_usec(void);
 
 

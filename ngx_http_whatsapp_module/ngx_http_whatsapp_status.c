@@ -7,6 +7,7 @@
 
 
 #define NGX_HTTP_WHATSAPP_LATENCY_BUCKETS  12
+#define NGX_HTTP_WHATSAPP_API_CLASSES      4      /* 2xx .. 5xx */
 
 
 typedef struct {
@@ -16,6 +17,9 @@ typedef struct {
     ngx_atomic_t  latency[NGX_HTTP_WHATSAPP_LATENCY_BUCKETS];
     ngx_atomic_t  latency_count;
     ngx_atomic_t  latency_sum_usec;
+    ngx_atomic_t  api[NGX_HTTP_WHATSAPP_API_CLASSES];
+    ngx_atomic_t  postgres_errors[NGX_HTTP_WHATSAPP_POSTGRES_ERR_N];
+    ngx_atomic_t  postgres_connected;
 } ngx_http_whatsapp_stats_t;
 
 
@@ -38,6 +42,10 @@ static const char  *ngx_http_whatsapp_outcome_names[] = {
 
 static const char  *ngx_http_whatsapp_redis_error_names[] = {
     "connect", "lost", "timeout", "reply"
+};
+
+static const char  *ngx_http_whatsapp_postgres_error_names[] = {
+    "connect", "lost", "timeout", "query", "queue_full"
 };
 
 static ngx_http_whatsapp_stats_t  *ngx_http_whatsapp_stats;
@@ -128,6 +136,38 @@ ngx_http_whatsapp_status_enqueue_latency(uint64_t usec)
 }
 
 
+/* API answers by status class: 2xx, 3xx, 4xx, 5xx */
+void
+ngx_http_whatsapp_status_api(ngx_uint_t status)
+{
+    ngx_uint_t  i;
+
+    if (status < 200 || status > 599) {
+        return;
+    }
+
+    i = status / 100 - 2;
+
+    (void) ngx_atomic_fetch_add(&ngx_http_whatsapp_stats->api[i], 1);
+}
+
+
+void
+ngx_http_whatsapp_status_postgres_error(ngx_http_whatsapp_postgres_error_e e)
+{
+    (void) ngx_atomic_fetch_add(&ngx_http_whatsapp_stats->postgres_errors[e],
+                                1);
+}
+
+
+void
+ngx_http_whatsapp_status_postgres_connected(ngx_int_t delta)
+{
+    (void) ngx_atomic_fetch_add(&ngx_http_whatsapp_stats->postgres_connected,
+                                delta);
+}
+
+
 /* NGINX's cached clock ticks in milliseconds; latencies need finer */
 uint64_t
 ngx_http_whatsapp_status_now_usec(void)
@@ -165,7 +205,9 @@ ngx_http_whatsapp_status_handler(ngx_http_request_t *r)
 
     /* every line is well under 128 bytes */
     size = 128 * (NGX_HTTP_WHATSAPP_OUTCOME_N + NGX_HTTP_WHATSAPP_REDIS_ERR_N
-                  + NGX_HTTP_WHATSAPP_LATENCY_BUCKETS + 16);
+                  + NGX_HTTP_WHATSAPP_LATENCY_BUCKETS
+                  + NGX_HTTP_WHATSAPP_API_CLASSES
+                  + NGX_HTTP_WHATSAPP_POSTGRES_ERR_N + 24);
 
     b = ngx_create_temp_buf(r->pool, size);
     if (b == NULL) {
@@ -241,11 +283,39 @@ ngx_http_whatsapp_status_print(u_char *p, ngx_http_whatsapp_stats_t *st)
                         cumulative);
     }
 
-    return ngx_sprintf(p,
+    p = ngx_sprintf(p,
             "whatsapp_enqueue_duration_seconds_bucket{le=\"+Inf\"} %uA\n"
             "whatsapp_enqueue_duration_seconds_sum %uA.%06uA\n"
             "whatsapp_enqueue_duration_seconds_count %uA\n",
             st->latency_count,
             st->latency_sum_usec / 1000000, st->latency_sum_usec % 1000000,
             st->latency_count);
+
+    p = ngx_sprintf(p,
+            "# HELP whatsapp_api_requests_total "
+            "Agent API answers by status class.\n"
+            "# TYPE whatsapp_api_requests_total counter\n");
+
+    for (i = 0; i < NGX_HTTP_WHATSAPP_API_CLASSES; i++) {
+        p = ngx_sprintf(p, "whatsapp_api_requests_total{status=\"%uixx\"} "
+                        "%uA\n", i + 2, st->api[i]);
+    }
+
+    p = ngx_sprintf(p,
+            "# HELP whatsapp_postgres_connected "
+            "PostgreSQL connections up, over all worker processes.\n"
+            "# TYPE whatsapp_postgres_connected gauge\n"
+            "whatsapp_postgres_connected %uA\n"
+            "# HELP whatsapp_postgres_errors_total "
+            "PostgreSQL errors by kind.\n"
+            "# TYPE whatsapp_postgres_errors_total counter\n",
+            st->postgres_connected);
+
+    for (i = 0; i < NGX_HTTP_WHATSAPP_POSTGRES_ERR_N; i++) {
+        p = ngx_sprintf(p, "whatsapp_postgres_errors_total{kind=\"%s\"} "
+                        "%uA\n", ngx_http_whatsapp_postgres_error_names[i],
+                        st->postgres_errors[i]);
+    }
+
+    return p;
 }
