@@ -618,61 +618,17 @@ ngx_http_whatsapp_api_body_handler(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_whatsapp_api_body(ngx_http_request_t *r, const char **value)
 {
-    off_t         len;
-    u_char       *p, *start;
-    ssize_t       n;
-    ngx_buf_t    *b;
-    ngx_chain_t  *cl;
+    ngx_str_t  body;
 
-    len = 0;
-
-    if (r->request_body) {
-        for (cl = r->request_body->bufs; cl; cl = cl->next) {
-            len += ngx_buf_size(cl->buf);
-        }
-    }
-
-    start = ngx_pnalloc(r->pool, len + 1);
-    if (start == NULL) {
+    if (ngx_http_whatsapp_request_body(r, 1, &body) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    p = start;
-
-    for (cl = r->request_body ? r->request_body->bufs : NULL;
-         cl;
-         cl = cl->next)
-    {
-        b = cl->buf;
-
-        if (!b->in_file) {
-            /* (an empty body may come as a buffer without memory) */
-            if (b->last != b->pos) {
-                p = ngx_cpymem(p, b->pos, b->last - b->pos);
-            }
-
-            continue;
-        }
-
-        n = ngx_read_file(b->file, p, b->file_last - b->file_pos,
-                          b->file_pos);
-
-        if (n != b->file_last - b->file_pos) {
-            ngx_log_error(NGX_LOG_CRIT, r->connection->log, 0,
-                          "whatsapp: short read of the request body file");
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        p += n;
-    }
-
-    *p = '\0';
-
-    if (!ngx_http_whatsapp_api_text(start, p - start)) {
+    if (!ngx_http_whatsapp_api_text(body.data, body.len)) {
         return NGX_DECLINED;
     }
 
-    *value = (const char *) start;
+    *value = (const char *) body.data;
 
     return NGX_OK;
 }

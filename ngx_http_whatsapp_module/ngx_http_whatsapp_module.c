@@ -837,3 +837,80 @@ ngx_http_whatsapp_free_hmac_key(void *data)
 {
     wa_hmac_key_free(data);
 }
+
+
+/*
+ * The request body in one piece, in r->pool, NUL-terminated if asked
+ * (else a single in-memory buffer is used in place).  A body above
+ * client_body_buffer_size is in a temporary file that this process has
+ * just written, so reading it back hits the page cache.
+ */
+ngx_int_t
+ngx_http_whatsapp_request_body(ngx_http_request_t *r, ngx_uint_t terminate,
+    ngx_str_t *body)
+{
+    off_t         len;
+    u_char       *p;
+    ssize_t       n;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    ngx_str_null(body);
+
+    cl = r->request_body ? r->request_body->bufs : NULL;
+
+    if (!terminate && cl == NULL) {
+        return NGX_OK;
+    }
+
+    if (!terminate && cl->next == NULL && !cl->buf->in_file) {
+        body->data = cl->buf->pos;
+        body->len = cl->buf->last - cl->buf->pos;
+        return NGX_OK;
+    }
+
+    len = 0;
+
+    for ( /* void */ ; cl; cl = cl->next) {
+        len += ngx_buf_size(cl->buf);
+    }
+
+    body->data = ngx_pnalloc(r->pool, len + 1);
+    if (body->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = body->data;
+
+    for (cl = r->request_body ? r->request_body->bufs : NULL;
+         cl;
+         cl = cl->next)
+    {
+        b = cl->buf;
+
+        if (!b->in_file) {
+            /* an empty body may come as a buffer without memory */
+            if (b->last != b->pos) {
+                p = ngx_cpymem(p, b->pos, b->last - b->pos);
+            }
+
+            continue;
+        }
+
+        n = ngx_read_file(b->file, p, b->file_last - b->file_pos,
+                          b->file_pos);
+
+        if (n != b->file_last - b->file_pos) {
+            ngx_log_error(NGX_LOG_CRIT, r->connection->log, 0,
+                          "whatsapp: short read of the request body file");
+            return NGX_ERROR;
+        }
+
+        p += n;
+    }
+
+    *p = '\0';
+    body->len = p - body->data;
+
+    return NGX_OK;
+}

@@ -88,6 +88,8 @@ extern ngx_module_t  ngx_http_whatsapp_module;
 
 
 ngx_int_t ngx_http_whatsapp_webhook_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_whatsapp_request_body(ngx_http_request_t *r,
+    ngx_uint_t terminate, ngx_str_t *body);
 ngx_int_t ngx_http_whatsapp_api_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_whatsapp_api_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_whatsapp_status_handler(ngx_http_request_t *r);

@@ -26,8 +26,6 @@ static ngx_int_t ngx_http_whatsapp_signature(ngx_http_request_t *r,
 static void ngx_http_whatsapp_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_whatsapp_verify(ngx_http_request_t *r,
     ngx_http_whatsapp_webhook_ctx_t *ctx, ngx_str_t *body);
-static ngx_int_t ngx_http_whatsapp_body_bytes(ngx_http_request_t *r,
-    ngx_str_t *body);
 static ngx_int_t ngx_http_whatsapp_enqueue(ngx_http_request_t *r,
     ngx_http_whatsapp_webhook_ctx_t *ctx, ngx_str_t *body);
 static void ngx_http_whatsapp_enqueued(void *data, redisReply *reply,
@@ -247,7 +245,7 @@ ngx_http_whatsapp_body_handler(ngx_http_request_t *r)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_whatsapp_module);
 
-    if (ngx_http_whatsapp_body_bytes(r, &body) != NGX_OK) {
+    if (ngx_http_whatsapp_request_body(r, 0, &body) != NGX_OK) {
         rc = ngx_http_whatsapp_respond(r, NGX_HTTP_WHATSAPP_INTERNAL_ERROR,
                                        NULL);
         goto done;
@@ -344,71 +342,6 @@ ngx_http_whatsapp_verify(ngx_http_request_t *r,
 }
 
 
-/*
- * The body in one piece.  A body above client_body_buffer_size is in a
- * temporary file that this process has just written, so reading it back
- * hits the page cache and costs what the copy hiredis makes anyway.
- */
-static ngx_int_t
-ngx_http_whatsapp_body_bytes(ngx_http_request_t *r, ngx_str_t *body)
-{
-    off_t         len;
-    u_char       *p;
-    ssize_t       n;
-    ngx_buf_t    *b;
-    ngx_chain_t  *cl;
-
-    ngx_str_null(body);
-
-    if (r->request_body == NULL || r->request_body->bufs == NULL) {
-        return NGX_OK;
-    }
-
-    cl = r->request_body->bufs;
-
-    if (cl->next == NULL && !cl->buf->in_file) {
-        body->data = cl->buf->pos;
-        body->len = cl->buf->last - cl->buf->pos;
-        return NGX_OK;
-    }
-
-    len = 0;
-
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        len += ngx_buf_size(cl->buf);
-    }
-
-    body->data = ngx_pnalloc(r->pool, len);
-    if (body->data == NULL) {
-        return NGX_ERROR;
-    }
-
-    p = body->data;
-
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        b = cl->buf;
-
-        if (!b->in_file) {
-            p = ngx_cpymem(p, b->pos, b->last - b->pos);
-            continue;
-        }
-
-        n = ngx_read_file(b->file, p, b->file_last - b->file_pos,
-                          b->file_pos);
-
-        if (n != b->file_last - b->file_pos) {
-            ngx_log_error(NGX_LOG_CRIT, r->connection->log, 0,
-                          "whatsapp: short read of the request body file");
-            return NGX_ERROR;
-        }
-
-        p += n;
-    }
-
-    body->len = p - body->data;
-
-    return NGX_OK;
-}
 
 
 /* XADD <prefix>events * body <bytes> rcvd <ms> rid <connection.request> */
