@@ -1116,7 +1116,7 @@ ngx_http_whatsapp_api_header_filter(ngx_http_request_t *r)
     wlcf = ngx_http_get_module_loc_conf(r, ngx_http_whatsapp_module);
 
     /* elsewhere the module's context is another's (the webhook's) */
-    if (r != r->main || !wlcf->api) {
+    if (r != r->main || wlcf->api.line == 0) {
         return ngx_http_next_header_filter(r);
     }
 
@@ -1190,7 +1190,7 @@ ngx_http_whatsapp_api_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     wlcf = ngx_http_get_module_loc_conf(r, ngx_http_whatsapp_module);
 
     /* elsewhere the module's context is another's (the webhook's) */
-    if (r != r->main || !wlcf->api) {
+    if (r != r->main || wlcf->api.line == 0) {
         return ngx_http_next_body_filter(r, in);
     }
 

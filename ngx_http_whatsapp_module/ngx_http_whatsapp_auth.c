@@ -16,9 +16,6 @@
 #include "ngx_http_whatsapp_module.h"
 
 
-#define NGX_HTTP_WHATSAPP_AUTH_KEY_MAX  65536
-
-
 static char *ngx_http_whatsapp_auth_jwt(ngx_conf_t *cf,
     ngx_http_whatsapp_auth_conf_t *ac, ngx_str_t *file);
 static char *ngx_http_whatsapp_auth_compile(ngx_conf_t *cf, ngx_str_t *value,
@@ -146,79 +143,28 @@ ngx_http_whatsapp_auth_jwt(ngx_conf_t *cf, ngx_http_whatsapp_auth_conf_t *ac,
     ngx_str_t *file)
 {
     char                 err[256];
-    u_char              *data;
-    size_t               size;
-    ssize_t              n;
-    ngx_str_t            name;
-    ngx_file_t           f;
-    ngx_file_info_t      fi;
+    ngx_str_t            name, data;
     ngx_pool_cleanup_t  *cln;
 
     name = *file;
 
-    if (ngx_conf_full_name(cf->cycle, &name, 1) != NGX_OK) {
-        return NGX_CONF_ERROR;
-    }
-
-    ngx_memzero(&f, sizeof(ngx_file_t));
-
-    f.name = name;
-    f.log = cf->log;
-    f.fd = ngx_open_file(name.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
-
-    if (f.fd == NGX_INVALID_FILE) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           ngx_open_file_n " \"%s\" failed", name.data);
-        return NGX_CONF_ERROR;
-    }
-
-    n = NGX_ERROR;
-    data = NULL;
-    size = 0;
-
-    if (ngx_fd_info(f.fd, &fi) == NGX_FILE_ERROR) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           ngx_fd_info_n " \"%s\" failed", name.data);
-        goto close;
-    }
-
-    if (ngx_file_size(&fi) > NGX_HTTP_WHATSAPP_AUTH_KEY_MAX) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "JWT key file \"%s\" is larger than %d bytes",
-                           name.data, NGX_HTTP_WHATSAPP_AUTH_KEY_MAX);
-        goto close;
-    }
-
-    size = (size_t) ngx_file_size(&fi);
-
-    data = ngx_pnalloc(cf->pool, size + 1);
-    if (data == NULL) {
-        goto close;
-    }
-
-    n = ngx_read_file(&f, data, size, 0);
-
-close:
-
-    if (ngx_close_file(f.fd) == NGX_FILE_ERROR) {
-        ngx_conf_log_error(NGX_LOG_ALERT, cf, ngx_errno,
-                           ngx_close_file_n " \"%s\" failed", name.data);
-    }
-
-    if (n == NGX_ERROR) {
+    if (ngx_http_whatsapp_conf_read_file(cf, &name, NGX_HTTP_WHATSAPP_FILE_MAX,
+                                         &data)
+        != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
 
     cln = ngx_pool_cleanup_add(cf->pool, 0);
     if (cln == NULL) {
-        ngx_explicit_memzero(data, size);
+        ngx_explicit_memzero(data.data, data.len);
         return NGX_CONF_ERROR;
     }
 
-    ac->key = wa_jwt_key_load(data, (size_t) n, err, sizeof(err));
+    ac->key = wa_jwt_key_load(data.data, data.len, err, sizeof(err));
 
     /* an HMAC secret lives on in the key only */
-    ngx_explicit_memzero(data, size);
+    ngx_explicit_memzero(data.data, data.len);
 
     if (ac->key == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

@@ -25,10 +25,8 @@ static char *ngx_http_whatsapp_redis_address(ngx_conf_t *cf,
     ngx_http_whatsapp_redis_t *rd, ngx_str_t *addr);
 static ngx_http_whatsapp_redis_t *ngx_http_whatsapp_redis_shared(
     ngx_http_whatsapp_main_conf_t *wmcf, ngx_http_whatsapp_redis_t *rd);
-static char *ngx_http_whatsapp_webhook(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-static char *ngx_http_whatsapp_api(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
+static char *ngx_http_whatsapp_set_handler(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_http_whatsapp_status(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_whatsapp_app_secret(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -65,10 +63,10 @@ static ngx_command_t  ngx_http_whatsapp_commands[] = {
 
     { ngx_string("whatsapp_webhook"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
-      ngx_http_whatsapp_webhook,
+      ngx_http_whatsapp_set_handler,
       NGX_HTTP_LOC_CONF_OFFSET,
-      0,
-      NULL },
+      offsetof(ngx_http_whatsapp_loc_conf_t, webhook),
+      ngx_http_whatsapp_webhook_handler },
 
     { ngx_string("whatsapp_verify_token"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -121,10 +119,10 @@ static ngx_command_t  ngx_http_whatsapp_commands[] = {
 
     { ngx_string("whatsapp_api"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
-      ngx_http_whatsapp_api,
+      ngx_http_whatsapp_set_handler,
       NGX_HTTP_LOC_CONF_OFFSET,
-      0,
-      NULL },
+      offsetof(ngx_http_whatsapp_loc_conf_t, api),
+      ngx_http_whatsapp_api_handler },
 
     { ngx_string("whatsapp_auth"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF
@@ -245,8 +243,8 @@ ngx_http_whatsapp_create_loc_conf(ngx_conf_t *cf)
      *     wlcf->prefix = { 0, NULL };
      *     wlcf->events_key = { 0, NULL };
      *     wlcf->verify_token = { 0, NULL };
-     *     wlcf->webhook = 0;
-     *     wlcf->api = 0;
+     *     wlcf->webhook = { 0 };
+     *     wlcf->api = { 0 };
      */
 
     wlcf->redis = NGX_CONF_UNSET_PTR;
@@ -285,7 +283,7 @@ ngx_http_whatsapp_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     /* secure by default: a location that cannot authenticate does not
      * start */
 
-    if (conf->webhook) {
+    if (conf->webhook.line) {
 
         if (conf->app_secrets == NULL) {
             missing = "whatsapp_app_secret or whatsapp_app_secret_file";
@@ -303,12 +301,12 @@ ngx_http_whatsapp_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         if (missing) {
             ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                           "\"whatsapp_webhook\" in %V:%ui needs %s",
-                          &conf->webhook_file, conf->webhook_line, missing);
+                          &conf->webhook.file, conf->webhook.line, missing);
             return NGX_CONF_ERROR;
         }
     }
 
-    if (conf->api) {
+    if (conf->api.line) {
 
         if (conf->auth.mode == NGX_HTTP_WHATSAPP_AUTH_UNSET) {
             missing = "whatsapp_auth: add \"whatsapp_auth jwt KEYFILE;\", "
@@ -325,14 +323,14 @@ ngx_http_whatsapp_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         if (missing) {
             ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                           "\"whatsapp_api\" in %V:%ui needs %s",
-                          &conf->api_file, conf->api_line, missing);
+                          &conf->api.file, conf->api.line, missing);
             return NGX_CONF_ERROR;
         }
     }
 
     /* the webhook's stream; the API wakes the worker through it */
 
-    if (conf->redis == NULL || !(conf->webhook || conf->api)) {
+    if (conf->redis == NULL || !(conf->webhook.line || conf->api.line)) {
         return NGX_CONF_OK;
     }
 
@@ -622,45 +620,28 @@ ngx_http_whatsapp_redis_shared(ngx_http_whatsapp_main_conf_t *wmcf,
 }
 
 
+/*
+ * whatsapp_webhook, whatsapp_api: the location's handler is cmd->post;
+ * where the directive was written is kept at cmd->offset.
+ */
 static char *
-ngx_http_whatsapp_webhook(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+ngx_http_whatsapp_set_handler(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
 {
-    ngx_http_whatsapp_loc_conf_t  *wlcf = conf;
+    ngx_http_whatsapp_conf_at_t  *at;
+    ngx_http_core_loc_conf_t     *clcf;
 
-    ngx_http_core_loc_conf_t  *clcf;
+    at = (ngx_http_whatsapp_conf_at_t *) ((u_char *) conf + cmd->offset);
 
-    if (wlcf->webhook) {
+    if (at->line) {
         return "is duplicate";
     }
 
-    wlcf->webhook = 1;
-    wlcf->webhook_file = cf->conf_file->file.name;
-    wlcf->webhook_line = cf->conf_file->line;
+    at->file = cf->conf_file->file.name;
+    at->line = cf->conf_file->line;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-    clcf->handler = ngx_http_whatsapp_webhook_handler;
-
-    return NGX_CONF_OK;
-}
-
-
-static char *
-ngx_http_whatsapp_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_whatsapp_loc_conf_t  *wlcf = conf;
-
-    ngx_http_core_loc_conf_t  *clcf;
-
-    if (wlcf->api) {
-        return "is duplicate";
-    }
-
-    wlcf->api = 1;
-    wlcf->api_file = cf->conf_file->file.name;
-    wlcf->api_line = cf->conf_file->line;
-
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-    clcf->handler = ngx_http_whatsapp_api_handler;
+    clcf->handler = (ngx_http_handler_pt) cmd->post;
 
     return NGX_CONF_OK;
 }
@@ -753,10 +734,7 @@ static char *
 ngx_http_whatsapp_read_secret(ngx_conf_t *cf, ngx_str_t *value,
     ngx_uint_t from_file, ngx_str_t *secret)
 {
-    ssize_t          n;
-    ngx_str_t        name;
-    ngx_file_t       file;
-    ngx_file_info_t  fi;
+    ngx_str_t  name;
 
     if (!from_file) {
         if (value->len == 0) {
@@ -769,50 +747,12 @@ ngx_http_whatsapp_read_secret(ngx_conf_t *cf, ngx_str_t *value,
 
     name = *value;
 
-    if (ngx_conf_full_name(cf->cycle, &name, 1) != NGX_OK) {
+    if (ngx_http_whatsapp_conf_read_file(cf, &name, NGX_HTTP_WHATSAPP_FILE_MAX,
+                                         secret)
+        != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
-
-    ngx_memzero(&file, sizeof(ngx_file_t));
-
-    file.name = name;
-    file.log = cf->log;
-    file.fd = ngx_open_file(name.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
-
-    if (file.fd == NGX_INVALID_FILE) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           ngx_open_file_n " \"%s\" failed", name.data);
-        return NGX_CONF_ERROR;
-    }
-
-    n = NGX_ERROR;
-
-    if (ngx_fd_info(file.fd, &fi) == NGX_FILE_ERROR) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           ngx_fd_info_n " \"%s\" failed", name.data);
-        goto done;
-    }
-
-    secret->len = (size_t) ngx_file_size(&fi);
-    secret->data = ngx_pnalloc(cf->pool, secret->len + 1);
-    if (secret->data == NULL) {
-        goto done;
-    }
-
-    n = ngx_read_file(&file, secret->data, secret->len, 0);
-
-done:
-
-    if (ngx_close_file(file.fd) == NGX_FILE_ERROR) {
-        ngx_conf_log_error(NGX_LOG_ALERT, cf, ngx_errno,
-                           ngx_close_file_n " \"%s\" failed", name.data);
-    }
-
-    if (n == NGX_ERROR) {
-        return NGX_CONF_ERROR;
-    }
-
-    secret->len = n;
 
     while (secret->len
            && (secret->data[secret->len - 1] == '\n'
@@ -911,6 +851,75 @@ ngx_http_whatsapp_request_body(ngx_http_request_t *r, ngx_uint_t terminate,
 
     *p = '\0';
     body->len = p - body->data;
+
+    return NGX_OK;
+}
+
+
+/*
+ * A file named in nginx.conf (a secret, a key), read whole into cf->pool
+ * and NUL-terminated; *name becomes its full path, for messages.  Files
+ * above max bytes are refused: they are not what the directive wants.
+ */
+ngx_int_t
+ngx_http_whatsapp_conf_read_file(ngx_conf_t *cf, ngx_str_t *name,
+    size_t max, ngx_str_t *content)
+{
+    ssize_t          n;
+    ngx_file_t       file;
+    ngx_file_info_t  fi;
+
+    if (ngx_conf_full_name(cf->cycle, name, 1) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(&file, sizeof(ngx_file_t));
+
+    file.name = *name;
+    file.log = cf->log;
+    file.fd = ngx_open_file(name->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+
+    if (file.fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_open_file_n " \"%s\" failed", name->data);
+        return NGX_ERROR;
+    }
+
+    n = NGX_ERROR;
+
+    if (ngx_fd_info(file.fd, &fi) == NGX_FILE_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_fd_info_n " \"%s\" failed", name->data);
+        goto done;
+    }
+
+    if (ngx_file_size(&fi) > (off_t) max) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%s\" is larger than %uz bytes", name->data, max);
+        goto done;
+    }
+
+    content->len = (size_t) ngx_file_size(&fi);
+    content->data = ngx_pnalloc(cf->pool, content->len + 1);
+    if (content->data == NULL) {
+        goto done;
+    }
+
+    n = ngx_read_file(&file, content->data, content->len, 0);
+
+done:
+
+    if (ngx_close_file(file.fd) == NGX_FILE_ERROR) {
+        ngx_conf_log_error(NGX_LOG_ALERT, cf, ngx_errno,
+                           ngx_close_file_n " \"%s\" failed", name->data);
+    }
+
+    if (n == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    content->len = n;
+    content->data[n] = '\0';
 
     return NGX_OK;
 }

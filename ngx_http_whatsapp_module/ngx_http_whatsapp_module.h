@@ -24,6 +24,14 @@ typedef struct {
 } ngx_http_whatsapp_main_conf_t;
 
 
+/* Where a location's whatsapp_webhook or whatsapp_api was written (line
+ * 0: not written), to name it in nginx -t's errors. */
+typedef struct {
+    ngx_str_t                     file;
+    ngx_uint_t                    line;
+} ngx_http_whatsapp_conf_at_t;
+
+
 typedef struct {
     ngx_http_whatsapp_redis_t    *redis;
     ngx_msec_t                    redis_timeout;
@@ -37,15 +45,8 @@ typedef struct {
     ngx_msec_t                    postgres_timeout;
     ngx_http_whatsapp_auth_conf_t auth;
 
-    /* where whatsapp_webhook was written, to name it in errors */
-    unsigned                      webhook:1;
-    ngx_str_t                     webhook_file;
-    ngx_uint_t                    webhook_line;
-
-    /* the same for whatsapp_api */
-    unsigned                      api:1;
-    ngx_str_t                     api_file;
-    ngx_uint_t                    api_line;
+    ngx_http_whatsapp_conf_at_t   webhook;
+    ngx_http_whatsapp_conf_at_t   api;
 } ngx_http_whatsapp_loc_conf_t;
 
 
@@ -90,6 +91,12 @@ extern ngx_module_t  ngx_http_whatsapp_module;
 ngx_int_t ngx_http_whatsapp_webhook_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_whatsapp_request_body(ngx_http_request_t *r,
     ngx_uint_t terminate, ngx_str_t *body);
+
+/* secrets and keys are small: a bigger file is a wrong path */
+#define NGX_HTTP_WHATSAPP_FILE_MAX  65536
+
+ngx_int_t ngx_http_whatsapp_conf_read_file(ngx_conf_t *cf, ngx_str_t *name,
+    size_t max, ngx_str_t *content);
 ngx_int_t ngx_http_whatsapp_api_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_whatsapp_api_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_whatsapp_status_handler(ngx_http_request_t *r);

@@ -84,17 +84,6 @@ my @cases = (
       error => qr/invalid number of arguments in "whatsapp_webhook"/ },
 );
 
-for my $c (@cases) {
-    my $n = WaTest::Nginx->new(http => $c->{http}, server => $c->{server});
-    my ($ok, $out) = $n->check;
-    if ($c->{ok}) {
-        ok($ok, "$c->{name}: nginx -t passes") or diag($out);
-        next;
-    }
-    ok(!$ok, "$c->{name}: nginx -t fails");
-    like($out, $c->{error}, "$c->{name}: says why") or diag($out);
-    unlike($out, $c->{not_error}, "$c->{name}: no secret echoed")
-        if $c->{not_error};
-}
+WaTest::Nginx->check_cases(@cases);
 
 done_testing;

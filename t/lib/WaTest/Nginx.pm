@@ -128,6 +128,26 @@ sub check {
 }
 
 
+# nginx -t over a list of cases {name, http, server, ok | error,
+# not_error}: passes, or fails saying why (error) and echoing no secret
+# (not_error).
+sub check_cases {
+    my ($class, @cases) = @_;
+    for my $c (@cases) {
+        my $n = $class->new(http => $c->{http}, server => $c->{server});
+        my ($ok, $out) = $n->check;
+        if ($c->{ok}) {
+            ok($ok, "$c->{name}: nginx -t passes") or diag($out);
+            next;
+        }
+        ok(!$ok, "$c->{name}: nginx -t fails");
+        like($out, $c->{error}, "$c->{name}: says why") or diag($out);
+        unlike($out, $c->{not_error}, "$c->{name}: no secret echoed")
+            if $c->{not_error};
+    }
+}
+
+
 sub run {
     my ($self) = @_;
     $self->{pid} = WaTest::Process::spawn(
