@@ -18,6 +18,7 @@
 #include <openssl/pem.h>
 
 #include "wa_jwt.h"
+#include "../unit/b64url.h"
 
 
 #define FUZZ_NOW     1700000000LL
@@ -37,7 +38,6 @@ static void fuzz_verify(const wa_jwt_key_t *key, const char *token,
     size_t len, int strict);
 static void fuzz_signed(const uint8_t *header, size_t hlen,
     const uint8_t *payload, size_t plen, int strict);
-static size_t fuzz_b64url(const uint8_t *in, size_t len, char *out);
 static void fuzz_check_phones(const char *phones, size_t size);
 static void fuzz_scope(const uint8_t *data, size_t size);
 static void fuzz_key(const uint8_t *data, size_t size);
@@ -183,15 +183,15 @@ fuzz_signed(const uint8_t *header, size_t hlen, const uint8_t *payload,
         return;
     }
 
-    n = fuzz_b64url(header, hlen, token);
+    n = test_b64url(header, hlen, token);
     token[n++] = '.';
-    n += fuzz_b64url(payload, plen, token + n);
+    n += test_b64url(payload, plen, token + n);
 
     HMAC(EVP_sha256(), FUZZ_SECRET, sizeof(FUZZ_SECRET) - 1,
          (unsigned char *) token, n, mac, &maclen);
 
     token[n++] = '.';
-    n += fuzz_b64url(mac, maclen, token + n);
+    n += test_b64url(mac, maclen, token + n);
 
     fuzz_verify(hs_key, token, n, strict);
 
@@ -199,35 +199,6 @@ fuzz_signed(const uint8_t *header, size_t hlen, const uint8_t *payload,
 }
 
 
-static size_t
-fuzz_b64url(const uint8_t *in, size_t len, char *out)
-{
-    size_t             i, n;
-    unsigned long      v;
-    static const char  abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                               "abcdefghijklmnopqrstuvwxyz0123456789-_";
-
-    n = 0;
-
-    for (i = 0; i < len; i += 3) {
-        v = (unsigned long) in[i] << 16;
-        v |= (i + 1 < len) ? (unsigned long) in[i + 1] << 8 : 0;
-        v |= (i + 2 < len) ? in[i + 2] : 0;
-
-        out[n++] = abc[v >> 18 & 63];
-        out[n++] = abc[v >> 12 & 63];
-
-        if (i + 1 < len) {
-            out[n++] = abc[v >> 6 & 63];
-        }
-
-        if (i + 2 < len) {
-            out[n++] = abc[v & 63];
-        }
-    }
-
-    return n;
-}
 
 
 /* "" or "{}" or "{id,...}" with ids of [0-9A-Za-z_-] or "null" quoted */

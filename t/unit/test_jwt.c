@@ -18,6 +18,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include "b64url.h"
 #include "tap.h"
 #include "wa_jwt.h"
 
@@ -25,8 +26,6 @@
 #define NOW      1700000000LL
 #define SECRET   "0123456789abcdef0123456789abcdef"
 #define TOKEN_MAX  (3 * WA_JWT_MAX_LEN)
-#define B64      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz" \
-                 "0123456789-_"
 
 #define HS256    "{\"alg\":\"HS256\",\"typ\":\"JWT\"}"
 #define RS256    "{\"alg\":\"RS256\",\"typ\":\"JWT\"}"
@@ -55,36 +54,6 @@ static wa_jwt_claims_t    cl;
 static wa_jwt_policy_t    pol = { NULL, NULL, 30 };
 
 
-static size_t
-b64url(const unsigned char *in, size_t len, char *out)
-{
-    size_t             i, n;
-    unsigned long      v;
-    static const char  abc[] = B64;
-
-    n = 0;
-
-    for (i = 0; i < len; i += 3) {
-        v = (unsigned long) in[i] << 16;
-        v |= (i + 1 < len) ? (unsigned long) in[i + 1] << 8 : 0;
-        v |= (i + 2 < len) ? in[i + 2] : 0;
-
-        out[n++] = abc[v >> 18 & 63];
-        out[n++] = abc[v >> 12 & 63];
-
-        if (i + 1 < len) {
-            out[n++] = abc[v >> 6 & 63];
-        }
-
-        if (i + 2 < len) {
-            out[n++] = abc[v & 63];
-        }
-    }
-
-    out[n] = '\0';
-
-    return n;
-}
 
 
 /* Signs input the way the JWS algorithm says; returns the length. */
@@ -142,14 +111,14 @@ token_n(const signer_t *s, const char *header, size_t hlen,
     size_t         n, slen;
     unsigned char  sig[1024];
 
-    n = b64url((const unsigned char *) header, hlen, tok);
+    n = test_b64url((const unsigned char *) header, hlen, tok);
     tok[n++] = '.';
-    n += b64url((const unsigned char *) payload, plen, tok + n);
+    n += test_b64url((const unsigned char *) payload, plen, tok + n);
 
     slen = sign(s, tok, sig);
 
     tok[n++] = '.';
-    b64url(sig, slen, tok + n);
+    test_b64url(sig, slen, tok + n);
 
     return tok;
 }
@@ -370,7 +339,7 @@ test_tamper(const signer_t *s, const wa_jwt_key_t *key, const char *header)
     /* the same signature over another payload: an admin scope */
     payload = strchr(good, '.') + 1;
     sig = strrchr(good, '.');
-    n = b64url((const unsigned char *) PAYLOAD(",\"x\":1"),
+    n = test_b64url((const unsigned char *) PAYLOAD(",\"x\":1"),
                strlen(PAYLOAD(",\"x\":1")), other);
     memcpy(tok, good, payload - good);
     memcpy(tok + (payload - good), other, n);
@@ -407,23 +376,23 @@ test_es256_length(void)
     sig = strrchr(tok, '.') + 1;
 
     n = 63;
-    b64url(raw, n, sig);
+    test_b64url(raw, n, sig);
     ok(verify(es_key, tok) == WA_JWT_SIGNATURE, "ES256: 63-byte signature");
     n = 65;
-    b64url(raw, n, sig);
+    test_b64url(raw, n, sig);
     ok(verify(es_key, tok) == WA_JWT_SIGNATURE, "ES256: 65-byte signature");
     n = 72;
-    b64url(raw, n, sig);
+    test_b64url(raw, n, sig);
     ok(verify(es_key, tok) == WA_JWT_SIGNATURE, "ES256: 72 bytes (DER size)");
-    b64url(raw, 64, sig);
+    test_b64url(raw, 64, sig);
     ok(verify(es_key, tok) == WA_JWT_SIGNATURE, "ES256: 64 wrong bytes");
     memset(raw, 0, 64);
-    b64url(raw, 64, sig);
+    test_b64url(raw, 64, sig);
     ok(verify(es_key, tok) == WA_JWT_SIGNATURE, "ES256: R = S = 0");
 
     token(&rs, RS256, PAYLOAD(""));
     sig = strrchr(tok, '.') + 1;
-    b64url(raw, 64, sig);
+    test_b64url(raw, 64, sig);
     ok(verify(rs_key, tok) == WA_JWT_SIGNATURE, "RS256: 64-byte signature");
 }
 
@@ -451,7 +420,9 @@ test_base64(void)
     BAD("'=' in the header", tok[2] = '=');
     /* 43 characters carry 32 bytes and 2 spare bits, which must be 0 */
     BAD("non-canonical last character",
-        tok[n - 1] = B64[(strchr(B64, tok[n - 1]) - B64) | 1]);
+        tok[n - 1] = TEST_B64URL_ALPHABET[(strchr(TEST_B64URL_ALPHABET,
+                                                   tok[n - 1])
+                                            - TEST_B64URL_ALPHABET) | 1]);
     ok(wa_jwt_verify(hs_key, good, strlen(good) + 1, NOW, &pol, &cl) ==
        WA_JWT_MALFORMED, "base64url: its NUL counted in the length");
     BAD("signature of 4n+1 characters", strcat(tok, "AA"));
