@@ -213,6 +213,7 @@ static int
 wa_worker_run(wa_worker_t *w)
 {
     int           i, n, pending, schema_checked, retained;
+    char          err[512];     /* a failed send: the slow path says why */
     long long     now, last_claim, last_retain;
     wa_batch_in_flight_t  flight, landed;
     wa_entry_t   *entries;
@@ -324,7 +325,8 @@ wa_worker_run(wa_worker_t *w)
         /* the next batch goes to PostgreSQL before the landed one is
          * published and acknowledged: Redis' work overlaps PostgreSQL's */
         if (n > 0 && !pending
-            && wa_worker_send(w, entries, n, NULL, NULL, 0) == WA_DB_OK)
+            && wa_worker_send(w, entries, n, NULL, err, sizeof(err))
+               == WA_DB_OK)
         {
             flight.reply = reply;
             flight.entries = entries;
@@ -582,18 +584,13 @@ wa_worker_send(wa_worker_t *w, wa_entry_t *entries, int n,
     const char *only_dead_error, char *err, size_t errlen)
 {
     int                 i, m, *lens;
-    char               *json, perr[256], none[512];
+    char               *json, perr[256];
     char                done[WA_DONE_MAX * 21 + 3];
     size_t              len;
     const char        **bodies, *result, *rcvd;
     wa_batch_t          b;
     wa_db_result_e      rc;
     wa_parse_result_e   pr;
-
-    if (err == NULL) {
-        err = none;
-        errlen = sizeof(none);
-    }
 
     if (wa_batch_init(&b) != 0) {
         snprintf(err, errlen, "out of memory");
