@@ -86,16 +86,17 @@ sub psql_ok {
 sub query { my ($self, $sql) = @_; return $self->psql_ok('wa', $sql) }
 
 
+# stop([$sig]): SIGINT by default, the fast shutdown "pg_ctl stop -m fast"
+# does; SIGQUIT is the immediate one, a crash as clients see it.
 sub stop {
-    my ($self) = @_;
-    # SIGINT: fast shutdown, what an orderly "pg_ctl stop -m fast" does
-    WaTest::Process::stop(delete $self->{pid}, 'INT', 30);
+    my ($self, $sig) = @_;
+    WaTest::Process::stop(delete $self->{pid}, $sig // 'INT', 30);
 }
 
 
 sub restart {
-    my ($self) = @_;
-    $self->stop;
+    my ($self, $sig) = @_;
+    $self->stop($sig);
     $self->_spawn;
 }
 
