@@ -1,5 +1,5 @@
 # whatsapp-worker under faults: kill -9 mid-batch, PostgreSQL away for
-# 10 s, SIGTERM mid-load, poison entries, a dead consumer's entries.
+# 10 s, SIGTERM mid-load, started with PostgreSQL down, poison entries, a dead consumer's entries.
 # Every event ends up stored exactly once; nothing blocks the queue.
 use strict;
 use warnings;
@@ -70,9 +70,10 @@ $w->stop;
 $w->check_logs('kill -9');
 
 # --- PostgreSQL stopped for 10 s under load
+my $base = q1('SELECT count(*) FROM messages');
 enqueue(2000);
 $w->start;
-ok(wait_until(sub { q1('SELECT count(*) FROM messages') > $before + 100 }, 20),
+ok(wait_until(sub { q1('SELECT count(*) FROM messages') > $base + 100 }, 20),
    'draining again');
 $pg->stop;
 enqueue(1000);
@@ -94,6 +95,18 @@ ok($w->drained(60), 'the rest drained after restart');
 exactly_once('SIGTERM');
 $w->stop;
 $w->check_logs('SIGTERM');
+
+# --- started while PostgreSQL is down: it waits, it does not exit
+$pg->stop;
+enqueue(100);
+$w->start;
+sleep 2;
+ok(WaTest::Process::alive($w->pid), 'started with PostgreSQL down: waiting');
+$pg->restart;
+ok($w->drained(60), 'PostgreSQL up: the backlog drained');
+exactly_once('started with PostgreSQL down');
+unlike($w->log, qr/is not applied/, 'no migration reported missing');
+$w->stop;
 
 # --- poison entries: logged or dead-lettered; later events still flow
 my @poison = ('{not json', '[1,2]', '{"object":"page","entry":[]}',

@@ -523,24 +523,31 @@ done:
 }
 
 
-int
+wa_db_result_e
 wa_db_check_schema(wa_db_t *db, const char *sql_dir)
 {
-    int              i, n, missing;
+    int              i, n, applied;
     struct dirent  **list;
+    wa_db_result_e   rc;
 
     n = wa_db_migrations(sql_dir, &list);
     if (n < 0) {
-        return -1;
+        return WA_DB_REJECT;
     }
 
-    missing = 0;
+    rc = WA_DB_OK;
 
     for (i = 0; i < n; i++) {
-        if (wa_db_applied(db, list[i]->d_name) != 1) {
+        applied = rc == WA_DB_RETRY ? -1 : wa_db_applied(db, list[i]->d_name);
+
+        if (applied == 0) {
             wa_log_error("migration %s is not applied: run "
                          "\"whatsapp-worker migrate\"", list[i]->d_name);
-            missing++;
+            rc = WA_DB_REJECT;
+
+        } else if (applied < 0 && rc == WA_DB_OK) {
+            /* PostgreSQL went away (or is starting): not a verdict */
+            rc = WA_DB_RETRY;
         }
 
         free(list[i]);
@@ -548,5 +555,9 @@ wa_db_check_schema(wa_db_t *db, const char *sql_dir)
 
     free(list);
 
-    return missing ? -1 : 0;
+    if (rc == WA_DB_RETRY && PQstatus(db->conn) != CONNECTION_OK) {
+        wa_db_close(db);
+    }
+
+    return rc;
 }

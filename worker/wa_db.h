@@ -28,8 +28,12 @@ void wa_db_close(wa_db_t *db);
 /* Applies sql_dir's NNN_*.sql not yet applied, each in a transaction. */
 int wa_db_migrate(wa_db_t *db, const char *sql_dir);
 
-/* 0 when every migration in sql_dir is applied; logs what is missing. */
-int wa_db_check_schema(wa_db_t *db, const char *sql_dir);
+/*
+ * WA_DB_OK when every migration in sql_dir is applied; WA_DB_REJECT (and
+ * what is missing logged) when one is not; WA_DB_RETRY when PostgreSQL
+ * could not tell (the connection is closed if it was lost).
+ */
+wa_db_result_e wa_db_check_schema(wa_db_t *db, const char *sql_dir);
 
 /*
  * Outbox rows are (id, events): the events one line each, name TAB data

@@ -216,6 +216,7 @@ wa_worker_run(wa_worker_t *w)
     char          err[512];     /* a failed send: the slow path says why */
     long long     now, last_claim, last_retain;
     wa_batch_in_flight_t  flight, landed;
+    wa_db_result_e        schema;
     wa_entry_t   *entries;
     redisReply   *reply;
 
@@ -254,8 +255,15 @@ wa_worker_run(wa_worker_t *w)
             }
 
             if (!schema_checked) {
-                if (wa_db_check_schema(&w->db, w->cf.worker_sql_dir) != 0) {
+                schema = wa_db_check_schema(&w->db, w->cf.worker_sql_dir);
+
+                if (schema == WA_DB_REJECT) {
                     return 1;
+                }
+
+                if (schema == WA_DB_RETRY) {
+                    wa_worker_sleep(w);
+                    continue;
                 }
 
                 schema_checked = 1;
