@@ -1,6 +1,7 @@
 # Meta delivers at least once, batched and out of order: the same
-# deliveries in order once, and repeated 3x shuffled with statuses first,
-# must converge to byte-identical tables.
+# deliveries in order once, repeated 3x shuffled with statuses first, and
+# the same again drained by two workers at once, must converge to
+# byte-identical tables.
 use strict;
 use warnings;
 use JSON::PP;
@@ -92,20 +93,27 @@ my @status_deliveries = map { envelope($_) } @statuses;
 my @other = ($deliveries[0], map { envelope($_) } @messages, @echoes);
 push @deliveries, @other[1 .. $#other], @status_deliveries;
 
+# run($db, $prefix, $workers, $batch, @bodies): $workers side by side
 sub run {
-    my ($db, $prefix, @bodies) = @_;
+    my ($db, $prefix, $workers, $batch, @bodies) = @_;
     $redis->cmd('XADD', "${prefix}events", '*', 'body', $json->encode($_),
                 'rcvd', '1749416383000', 'rid', 'x') for @bodies;
-    my $w = WaTest::Worker->new(redis => $redis, pg => $pg,
-        env => { WA_POSTGRES_CONNINFO => $pg->conninfo =~ s/dbname=wa\b/dbname=$db/r,
-                 WA_REDIS_PREFIX => $prefix, WA_WORKER_BATCH => 7 });
-    my ($ok, $out) = $w->migrate;
+    my @w = map {
+        WaTest::Worker->new(redis => $redis, pg => $pg, consumer => "w$_",
+            env => { WA_POSTGRES_CONNINFO =>
+                         $pg->conninfo =~ s/dbname=wa\b/dbname=$db/r,
+                     WA_REDIS_PREFIX => $prefix,
+                     WA_WORKER_BATCH => $batch })
+    } 1 .. $workers;
+    my ($ok, $out) = $w[0]->migrate;
     ok($ok, "$db: migrate") or diag($out);
-    $w->start;
+    $_->start for @w;
     ok(WaTest::wait_until(sub {
         $redis->cmd('XLEN', "${prefix}events") == 0 }, 60), "$db: drained");
-    is($w->stop, 0, "$db: clean stop");
-    $w->check_logs($db);
+    for my $w (@w) {
+        is($w->stop, 0, "$db: clean stop");
+        $w->check_logs($db);
+    }
 }
 
 sub dump_db {
@@ -120,13 +128,22 @@ sub dump_db {
     return $out;
 }
 
-run('wa', 'a:', @deliveries);
+run('wa', 'a:', 1, 7, @deliveries);
 my $in_order = dump_db('wa');
 
 my @again = shuffle((@other) x 3);
-run('wa2', 'b:', shuffle(@status_deliveries), @again,
+run('wa2', 'b:', 1, 7, shuffle(@status_deliveries), @again,
     shuffle(@status_deliveries));
 my $shuffled = dump_db('wa2');
+
+# two workers at once, one delivery per batch: the messages, then each
+# message's statuses one after the other (the two workers apply two of
+# them at the same time), then all of it again shuffled: edits and their
+# originals, echoes and their statuses side by side
+$pg->psql_ok('postgres', 'CREATE DATABASE wa3');
+run('wa3', 'c:', 2, 1, @other, @status_deliveries,
+    shuffle(@other, @status_deliveries));
+my $concurrent = dump_db('wa3');
 
 ok(length $in_order > 1000, 'the in-order run stored data');
 is($pg->psql_ok('wa', "SELECT count(*) FROM messages WHERE wamid IN ("
@@ -136,9 +153,10 @@ is($pg->psql_ok('wa', "SELECT count(*) FROM messages WHERE wamid IN ("
 is($pg->psql_ok('wa', 'SELECT count(*) FROM message_statuses'),
    scalar(map { @{ $_->{value}{statuses} } } @statuses, @batched) . "\n",
    'and every status');
-open my $fa, '>', '/tmp/dump_a'; print $fa $in_order; open my $fb, '>', '/tmp/dump_b'; print $fb $shuffled; close $fa; close $fb;
 is($shuffled, $in_order,
    'shuffled, repeated 3x, statuses first: byte-identical tables');
+is($concurrent, $in_order,
+   'the same applied by two workers side by side: byte-identical tables');
 
 sub q1 { $pg->query($_[0]) =~ s/\n$//r }
 is(q1('SELECT count(*) FROM messages'), 80 + 20 + 10,

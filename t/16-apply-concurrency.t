@@ -1,0 +1,186 @@
+# wa_apply_batch in two transactions at once, the way two workers call it,
+# made to interleave on purpose: the first one stays open while the second
+# one runs, then commits.  What the second one could not see must not be
+# lost, and batches that share nothing must not wait for each other.
+use strict;
+use warnings;
+use IO::Select;
+use IPC::Open3;
+use JSON::PP;
+use Test::More;
+use Time::HiRes qw(time);
+use WaTest;
+
+my $pg = WaTest::Postgres->start;
+my $redis = WaTest::Redis->start;   # named by the worker's config only
+my ($ok, $out) = WaTest::Worker->new(redis => $redis, pg => $pg)->migrate;
+ok($ok, 'migrate') or BAIL_OUT($out);
+
+my $json = JSON::PP->new->canonical;
+my $pn = '106540352242922';
+my $customer = '4915112345601';
+my $t0 = 1749416000;
+
+
+# --- a psql session kept open across statements ------------------------------
+
+sub session {
+    my $pid = open3(my $in, my $out, undef,
+                    'psql', '-X', '-q', '-A', '-t', '-h', '127.0.0.1',
+                    '-p', $pg->port, '-U', 'postgres', '-d', 'wa');
+    $in->autoflush(1);
+    return { pid => $pid, in => $in, out => $out };
+}
+
+# Sends statements; the session prints "done" once they have run.
+sub run_sql {
+    my ($s, $sql) = @_;
+    print { $s->{in} } "$sql;\nSELECT 'done';\n";
+}
+
+# Whether the session printed "done" within $timeout seconds (sysread:
+# select knows nothing of what a buffered readline kept back).
+sub finished {
+    my ($s, $timeout) = @_;
+    my $sel = IO::Select->new($s->{out});
+    my $deadline = time + $timeout;
+    $s->{buf} //= '';
+    for (;;) {
+        while ($s->{buf} =~ s/^(.*)\n//) {
+            return 1 if $1 eq 'done';
+            diag("psql: $1") if $1 =~ /ERROR/;
+        }
+        my $left = $deadline - time;
+        return 0 unless $left > 0 && $sel->can_read($left);
+        sysread($s->{out}, $s->{buf}, 4096, length $s->{buf}) or return 0;
+    }
+}
+
+sub close_session {
+    my ($s) = @_;
+    close $s->{in};
+    waitpid $s->{pid}, 0;
+}
+
+sub apply {
+    my (%batch) = @_;
+    my $b = $json->encode(\%batch) =~ s/'/''/gr;
+    return "SELECT outbox_id FROM wa_apply_batch('$b'::jsonb, '{}', 'test', "
+         . "'{}')";
+}
+
+sub echo_msg {
+    my ($wamid, $ts) = @_;
+    return { wamid => $wamid, pn => $pn, customer => $customer, dir => 'out',
+             source => 'echo', ts => $ts,
+             msg => { from => '15550783881', to => $customer, id => $wamid,
+                      timestamp => "$ts", type => 'text',
+                      text => { body => 'answer' } } };
+}
+
+sub inbound_msg {
+    my ($wamid, $ts, %extra) = @_;
+    my $type = $extra{edit} ? 'edit' : 'text';
+    return { wamid => $wamid, pn => $pn, customer => $customer, dir => 'in',
+             source => 'webhook', ts => $ts,
+             msg => { from => $customer, id => $wamid, timestamp => "$ts",
+                      type => $type,
+                      $extra{edit}
+                          ? (edit => { original_message_id => $extra{edit},
+                                       message => { type => 'text', text =>
+                                           { body => $extra{body} } } })
+                          : (text => { body => $extra{body} // 'hi' }) } };
+}
+
+sub status {
+    my ($wamid, $status, $ts) = @_;
+    return { wamid => $wamid, pn => $pn, status => $status, ts => $ts,
+             raw => { id => $wamid, status => $status, timestamp => "$ts",
+                      recipient_id => $customer } };
+}
+
+sub q1 { $pg->query($_[0]) =~ s/\n$//r }
+
+# First holds its batch open; second runs meanwhile and must wait (or not,
+# as $waits says); then first commits and second finishes.
+sub interleave {
+    my ($name, $first, $second, $waits) = @_;
+    my ($a, $b) = (session(), session());
+    run_sql($a, "BEGIN;\n$first");
+    ok(finished($a, 10), "$name: the first batch applied, not committed")
+        or diag($pg->query("SELECT wait_event_type, wait_event, state, query "
+                           . "FROM pg_stat_activity WHERE datname = 'wa'"));
+    run_sql($b, $second);
+    if ($waits) {
+        ok(!finished($b, 0.5), "$name: the second waits for the first");
+        run_sql($a, 'COMMIT');
+        ok(finished($a, 10), "$name: the first committed");
+        ok(finished($b, 10), "$name: then the second finished");
+    } else {
+        ok(finished($b, 5), "$name: the second did not wait");
+        run_sql($a, 'COMMIT');
+        ok(finished($a, 10), "$name: the first committed");
+    }
+    close_session($_) for $a, $b;
+}
+
+
+# --- two statuses of one message, each batch blind to the other's ------------
+
+$pg->query(apply(messages => [ echo_msg('wamid.x', $t0) ],
+                 statuses => [ status('wamid.x', 'sent', $t0 + 1) ]));
+interleave('delivered and read at once',
+           apply(statuses => [ status('wamid.x', 'delivered', $t0 + 2) ]),
+           apply(statuses => [ status('wamid.x', 'read', $t0 + 3) ]), 1);
+is(q1("SELECT status || ' ' || (sent_status_at IS NOT NULL)::text || ' ' "
+      . "|| (delivered_at IS NOT NULL)::text || ' ' "
+      . "|| (read_at IS NOT NULL)::text FROM messages WHERE wamid = 'wamid.x'"),
+   'read true true true', 'read, and no transition time lost');
+
+# the same, the other way round: the later status committed first
+$pg->query(apply(messages => [ echo_msg('wamid.y', $t0) ]));
+interleave('read first, then delivered',
+           apply(statuses => [ status('wamid.y', 'read', $t0 + 3) ]),
+           apply(statuses => [ status('wamid.y', 'delivered', $t0 + 2) ]), 1);
+is(q1("SELECT status || ' ' || (delivered_at IS NOT NULL)::text || ' ' "
+      . "|| (read_at IS NOT NULL)::text FROM messages WHERE wamid = 'wamid.y'"),
+   'read true true', 'status never went back; delivered time kept');
+
+
+# --- a status whose message is being stored by the other batch ---------------
+
+interleave('message, then its status',
+           apply(messages => [ echo_msg('wamid.z', $t0) ]),
+           apply(statuses => [ status('wamid.z', 'delivered', $t0 + 2) ]), 1);
+is(q1("SELECT status FROM messages WHERE wamid = 'wamid.z'"), 'delivered',
+   'the status reached the message stored meanwhile');
+
+interleave('status, then its message',
+           apply(statuses => [ status('wamid.w', 'sent', $t0 + 1) ]),
+           apply(messages => [ echo_msg('wamid.w', $t0) ]), 1);
+is(q1("SELECT status FROM messages WHERE wamid = 'wamid.w'"), 'sent',
+   'the message found the status stored meanwhile');
+
+
+# --- an edit and its original --------------------------------------------
+
+interleave('original, then its edit',
+           apply(messages => [ inbound_msg('wamid.o', $t0, body => 'typo') ]),
+           apply(messages => [ inbound_msg('wamid.e', $t0 + 60,
+                                           edit => 'wamid.o',
+                                           body => 'fixed') ]), 1);
+is(q1("SELECT body || ' ' || (edited_at IS NOT NULL)::text FROM messages "
+      . "WHERE wamid = 'wamid.o'"), 'fixed true', 'the edit applied');
+
+
+# --- nothing shared: no waiting ------------------------------------------------
+
+$pg->query(apply(messages => [ echo_msg('wamid.p', $t0),
+                               echo_msg('wamid.q', $t0) ]));
+interleave('statuses of two different messages',
+           apply(statuses => [ status('wamid.p', 'delivered', $t0 + 2) ]),
+           apply(statuses => [ status('wamid.q', 'delivered', $t0 + 2) ]), 0);
+is(q1("SELECT count(*) FROM messages WHERE wamid IN ('wamid.p', 'wamid.q') "
+      . "AND status = 'delivered'"), 2, 'both applied');
+
+done_testing;
