@@ -1068,10 +1068,12 @@ SQL
             else { $sql .= ', NULL' }
         }
         my ($res) = psql_script("$sql);\n", %vars);
-        my ($plan) = $res =~ /Query Text: v_rows := ARRAY\(.*?\n(Result.*?)(?=NOTICE:|\z)/s;
+        my ($plan) = $res =~ /Query Text: SELECT json_agg\(wa_conversation_json.*?\n(Aggregate.*?)(?=NOTICE:|\z)/s;
         $plan //= $res;
         ok($plan =~ /Index Scan using conversations_$index on conversations/
-               && $plan !~ /Seq Scan|Sort/
+               # (contacts, for the page's names: 9 rows here, a seq scan
+               # is the right plan for them)
+               && $plan !~ /Seq Scan on conversations|Sort/
                && $plan =~ /Limit .*actual rows=(\d+)/ && $1 <= 26,
            "list plan, $name: conversations_$index walked in order, "
            . "stopped at the page") or diag($plan);
