@@ -14,15 +14,21 @@
 --   * enforces the scope in every statement it runs: a conversation outside
 --     it is a 404 exactly like a missing one, so ids cannot be probed;
 --   * returns exactly one row (status integer, body text), the body a JSON
---     document built with jsonb functions, errors as
---     {"error":{"code":"…","message":"…"}}.
+--     document, errors as {"error":{"code":"…","message":"…"}}.
 -- Parameters are named p_* so that no parameter can be mistaken for a
 -- column in the functions' statements (the module calls them
 -- positionally).  Query-string values that are empty ("?status=") count
 -- as absent, as an empty search box or an unset filter would send them.
 --
 -- Changes are published in the same transaction as one update_outbox row
--- (003): one line, conversation.update and its data.
+-- (001): one line, conversation.update and its data.
+--
+-- The read endpoints build their JSON as json, not jsonb (kept in the
+-- order written, nothing to print again) and aggregate each page straight
+-- from its query.  bench/api measured 2.5 to 4 ms of PostgreSQL CPU per
+-- call when the pages were built as jsonb, row by row out of an array of
+-- rows, with four to_char calls per timestamp and the messages query
+-- planned again on every call; 0.8 to 1.5 ms now.
 --
 -- Timestamps in JSON are RFC 3339 in UTC ("2024-11-21T15:00:00Z", with a
 -- fraction only when there is one), whatever the session's TimeZone.
@@ -41,12 +47,9 @@ ALTER TABLE conversations ADD COLUMN name text;
 -- from (NULLs would need a second branch).  Meta's timestamps are never
 -- -infinity, so the two orders are the same.
 --
--- 001's conversations_activity (phone_number_id, last_message_at DESC,
--- id DESC) sorts NULLs first and so cannot serve that order; nothing else
--- reads it, and every index costs the worker an entry per conversation
--- update (last_message_at changes, so those updates are never HOT): it is
--- replaced, not kept beside its successor.
-DROP INDEX conversations_activity;
+-- Every index costs the worker an entry per conversation update
+-- (last_message_at changes, so those updates are never HOT): these and no
+-- more.
 
 -- one phone number (a single-number scope or ?phone_number_id=)
 CREATE INDEX conversations_activity ON conversations
@@ -84,32 +87,24 @@ CREATE INDEX messages_outbound_sent ON messages (sent_at, phone_number_id)
 -- JSON representations, shared with the worker's realtime events
 -- ---------------------------------------------------------------------
 
--- RFC 3339 in UTC, independent of the session's TimeZone and DateStyle.
+-- RFC 3339 in UTC, independent of the session's TimeZone and DateStyle
+-- (JSON prints a timestamp in ISO 8601 whatever DateStyle says).
 CREATE FUNCTION wa_json_time(t timestamptz)
 RETURNS text LANGUAGE sql STABLE PARALLEL SAFE
--- a single expression, no FROM: the planner inlines it
-AS $$
-    SELECT to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')
-           || CASE WHEN extract(microseconds FROM t AT TIME ZONE 'UTC')
-                        % 1000000 = 0 THEN ''
-                   ELSE '.' || rtrim(to_char(t AT TIME ZONE 'UTC', 'US'), '0')
-              END
-           || 'Z'
-$$;
+AS $$ SELECT btrim(to_json(t AT TIME ZONE 'UTC')::text, '"') || 'Z' $$;
 
 
-CREATE FUNCTION wa_conversation_json(c conversations)
-RETURNS jsonb LANGUAGE sql STABLE PARALLEL SAFE
+-- With the contact's profile name given: no sub-select, so the planner
+-- inlines it (a page of 25 called it 25 times as a function: 1.5 ms).
+CREATE FUNCTION wa_conversation_json(c conversations, profile_name text)
+RETURNS json LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
-    SELECT jsonb_build_object(
+    SELECT json_build_object(
         'id', c.id,
         'phone_number_id', c.phone_number_id,
         'customer_id', c.customer_id,
         'name', c.name,
-        -- one primary-key lookup: cheap enough for a page or an event
-        'profile_name', (SELECT k.profile_name FROM contacts k
-                         WHERE k.phone_number_id = c.phone_number_id
-                           AND k.customer_id = c.customer_id),
+        'profile_name', profile_name,
         'type', c.type,
         'status', c.status,
         'assignee', c.assignee,
@@ -126,11 +121,20 @@ AS $$
         'muted_until', wa_json_time(c.muted_until))
 $$;
 
+-- One conversation: its contact looked up.
+CREATE FUNCTION wa_conversation_json(c conversations)
+RETURNS json LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    SELECT wa_conversation_json(c, (SELECT k.profile_name FROM contacts k
+                                    WHERE k.phone_number_id = c.phone_number_id
+                                      AND k.customer_id = c.customer_id))
+$$;
+
 
 CREATE FUNCTION wa_message_json(m messages)
-RETURNS jsonb LANGUAGE sql STABLE PARALLEL SAFE
+RETURNS json LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
-    SELECT jsonb_build_object(
+    SELECT json_build_object(
         'wamid', m.wamid,
         'conversation_id', m.conversation_id,
         'phone_number_id', m.phone_number_id,
@@ -188,6 +192,16 @@ RETURNS jsonb LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
     SELECT jsonb_build_object('error', jsonb_build_object('code', code,
                                                           'message', message))
+$$;
+
+
+-- {"data": [...], "<cursor name>": cursor or null}
+CREATE FUNCTION wa_api_page(data json, cursor_name text, cursor text)
+RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT '{"data":' || coalesce(data::text, '[]') || ','
+           || to_json(cursor_name)::text || ':'
+           || coalesce(to_json(cursor)::text, 'null') || '}'
 $$;
 
 
@@ -528,12 +542,10 @@ DECLARE
     v_after_at    timestamptz;
     v_after_id    uuid;
     v_limit       integer;
-    v_rows        conversations[];
+    v_data        json;
     v_next        text;
     v_code        text;
     v_msg         text;
-    v_http        integer;
-    v_body        jsonb;
 BEGIN
     BEGIN
         v_limit := wa_api_limit(p_limit, 25, 100);
@@ -591,53 +603,55 @@ BEGIN
             FROM wa_api_conversation_after(p_cursor) a;
         END IF;
 
-        v_rows := ARRAY(
-            SELECT c FROM conversations c
-            WHERE (p_phones IS NULL OR c.phone_number_id = ANY (p_phones))
-              AND (v_one IS NULL OR c.phone_number_id = v_one)
-              AND (NOT v_only OR (c.assignee = p_agent))
-              AND (v_pn IS NULL OR c.phone_number_id = v_pn)
-              AND (v_type IS NULL OR c.type = v_type)
-              AND (NOT v_type_none OR c.type IS NULL)
-              AND (v_status IS NULL OR c.status = v_status)
-              AND (v_assignee IS NULL OR c.assignee = v_assignee)
-              AND (NOT v_unassigned OR c.assignee IS NULL)
-              AND (v_unread IS NULL OR (c.unread_count > 0) = v_unread)
-              AND (v_pat IS NULL
-                   OR lower(c.customer_id) LIKE v_pat ESCAPE '!'
-                   OR lower(c.name) LIKE v_pat ESCAPE '!'
-                   OR (v_digits IS NOT NULL AND c.customer_id LIKE v_digits)
-                   -- one pass over contacts into a hash, probed per row
-                   OR (c.phone_number_id, c.customer_id) IN (
-                          SELECT k.phone_number_id, k.customer_id
-                          FROM contacts k
-                          WHERE lower(k.profile_name) LIKE v_pat ESCAPE '!'))
-              AND (v_after_id IS NULL
-                   OR (coalesce(c.last_message_at, '-infinity'::timestamptz),
-                       c.id) < (v_after_at, v_after_id))
-            ORDER BY coalesce(c.last_message_at, '-infinity'::timestamptz)
-                     DESC, c.id DESC
-            LIMIT v_limit + 1);
-
-        IF cardinality(v_rows) > v_limit THEN
-            v_next := wa_api_conversation_cursor(v_rows[v_limit]);
-        END IF;
-
-        v_http := 200;
-        v_body := jsonb_build_object(
-            'data', (SELECT coalesce(jsonb_agg(wa_conversation_json(v_rows[i])
-                                               ORDER BY i), '[]')
-                     FROM generate_subscripts(v_rows, 1) i
-                     WHERE i <= v_limit),
-            'next_cursor', v_next);
-    EXCEPTION WHEN SQLSTATE 'WA400' OR SQLSTATE 'WA403'
-                    OR SQLSTATE 'WA404' THEN
+    EXCEPTION WHEN SQLSTATE 'WA400' THEN
         GET STACKED DIAGNOSTICS v_code = PG_EXCEPTION_DETAIL,
                                 v_msg = MESSAGE_TEXT;
-        v_http := substr(SQLSTATE, 3)::integer;
-        v_body := wa_api_error_json(v_code, v_msg);
+        RETURN QUERY SELECT 400, wa_api_error_json(v_code, v_msg)::text;
+        RETURN;
     END;
-    RETURN QUERY SELECT v_http, v_body::text;
+
+    -- one more than the page says whether there is a next one
+    SELECT json_agg(wa_conversation_json(p.c, k.profile_name) ORDER BY p.n)
+               FILTER (WHERE p.n <= v_limit),
+           min(wa_api_conversation_cursor(p.c)) FILTER (WHERE p.n = v_limit
+                                                        AND p.total > v_limit)
+    INTO v_data, v_next
+    -- (numbered in the order the index gave them: a window without ORDER
+    -- BY numbers its input as it comes, with no sort of its own)
+    FROM (SELECT x.c, row_number() OVER () AS n, count(*) OVER () AS total
+          FROM (SELECT c FROM conversations c
+                WHERE (p_phones IS NULL OR c.phone_number_id = ANY (p_phones))
+                  AND (v_one IS NULL OR c.phone_number_id = v_one)
+                  AND (NOT v_only OR (c.assignee = p_agent))
+                  AND (v_pn IS NULL OR c.phone_number_id = v_pn)
+                  AND (v_type IS NULL OR c.type = v_type)
+                  AND (NOT v_type_none OR c.type IS NULL)
+                  AND (v_status IS NULL OR c.status = v_status)
+                  AND (v_assignee IS NULL OR c.assignee = v_assignee)
+                  AND (NOT v_unassigned OR c.assignee IS NULL)
+                  AND (v_unread IS NULL OR (c.unread_count > 0) = v_unread)
+                  AND (v_pat IS NULL
+                       OR lower(c.customer_id) LIKE v_pat ESCAPE '!'
+                       OR lower(c.name) LIKE v_pat ESCAPE '!'
+                       OR (v_digits IS NOT NULL
+                           AND c.customer_id LIKE v_digits)
+                       -- one pass over contacts into a hash, probed per row
+                       OR (c.phone_number_id, c.customer_id) IN (
+                              SELECT k.phone_number_id, k.customer_id
+                              FROM contacts k
+                              WHERE lower(k.profile_name) LIKE v_pat
+                                    ESCAPE '!'))
+                  AND (v_after_id IS NULL
+                       OR (coalesce(c.last_message_at,
+                                    '-infinity'::timestamptz), c.id)
+                          < (v_after_at, v_after_id))
+                ORDER BY coalesce(c.last_message_at, '-infinity'::timestamptz)
+                         DESC, c.id DESC
+                LIMIT v_limit + 1) x) p
+    LEFT JOIN contacts k ON k.phone_number_id = (p.c).phone_number_id
+                        AND k.customer_id = (p.c).customer_id;
+
+    RETURN QUERY SELECT 200, wa_api_page(v_data, 'next_cursor', v_next);
 END
 $$;
 
@@ -992,7 +1006,6 @@ CREATE FUNCTION wa_api_messages(
     p_conversation_id text, p_before text, p_limit text)
 RETURNS TABLE (status integer, body text)
 LANGUAGE plpgsql STABLE
-SET plan_cache_mode = force_custom_plan
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -1000,12 +1013,10 @@ DECLARE
     v_limit    integer;
     v_at       timestamptz;
     v_wamid    text;
-    v_rows     messages[];
+    v_data     json;
     v_next     text;
     v_code     text;
     v_msg      text;
-    v_http     integer;
-    v_body     jsonb;
 BEGIN
     BEGIN
         v_id := wa_api_uuid(p_conversation_id);
@@ -1021,34 +1032,31 @@ BEGIN
             SELECT b.at, b.wamid INTO v_at, v_wamid
             FROM wa_api_message_before(p_before) b;
         END IF;
-
-        v_rows := ARRAY(
-            SELECT m FROM messages m
-            WHERE m.conversation_id = v_id
-              AND (v_wamid IS NULL OR (m.sent_at, m.wamid) < (v_at, v_wamid))
-            ORDER BY m.sent_at DESC, m.wamid DESC
-            LIMIT v_limit + 1);
-
-        IF cardinality(v_rows) > v_limit THEN
-            v_next := wa_api_message_cursor(v_rows[v_limit]);
-        END IF;
-
-        v_http := 200;
-        v_body := jsonb_build_object(
-            -- newest first in the array, oldest first in the answer
-            'data', (SELECT coalesce(jsonb_agg(wa_message_json(v_rows[i])
-                                               ORDER BY i DESC), '[]')
-                     FROM generate_subscripts(v_rows, 1) i
-                     WHERE i <= v_limit),
-            'next_before', v_next);
-    EXCEPTION WHEN SQLSTATE 'WA400' OR SQLSTATE 'WA403'
-                    OR SQLSTATE 'WA404' THEN
+    EXCEPTION WHEN SQLSTATE 'WA400' OR SQLSTATE 'WA404' THEN
         GET STACKED DIAGNOSTICS v_code = PG_EXCEPTION_DETAIL,
                                 v_msg = MESSAGE_TEXT;
-        v_http := substr(SQLSTATE, 3)::integer;
-        v_body := wa_api_error_json(v_code, v_msg);
+        RETURN QUERY SELECT substr(SQLSTATE, 3)::integer,
+                            wa_api_error_json(v_code, v_msg)::text;
+        RETURN;
     END;
-    RETURN QUERY SELECT v_http, v_body::text;
+
+    -- newest first from the index (numbered as they come: a window
+    -- without ORDER BY has no sort of its own), oldest first in the
+    -- answer; one more than the page says whether there is an older page
+    SELECT json_agg(wa_message_json(p.m) ORDER BY p.n DESC)
+               FILTER (WHERE p.n <= v_limit),
+           min(wa_api_message_cursor(p.m)) FILTER (WHERE p.n = v_limit
+                                                   AND p.total > v_limit)
+    INTO v_data, v_next
+    FROM (SELECT x.m, row_number() OVER () AS n, count(*) OVER () AS total
+          FROM (SELECT m FROM messages m
+                WHERE m.conversation_id = v_id
+                  AND (v_wamid IS NULL
+                       OR (m.sent_at, m.wamid) < (v_at, v_wamid))
+                ORDER BY m.sent_at DESC, m.wamid DESC
+                LIMIT v_limit + 1) x) p;
+
+    RETURN QUERY SELECT 200, wa_api_page(v_data, 'next_before', v_next);
 END
 $$;
 

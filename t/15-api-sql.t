@@ -596,7 +596,7 @@ my @A_ORDER = (@id{qw(a1 a2 a3)}, @a_nulls);
 
 sub outbox_count { sql('SELECT count(*) FROM update_outbox') }
 
-# outbox lines: event TAB data LF (sql/003_outbox_batches.sql)
+# outbox lines: event TAB data LF (sql/001_init.sql)
 sub last_event {
     my $lines = sql('SELECT events FROM update_outbox ORDER BY id DESC LIMIT 1');
     return [ map { my ($event, $data) = split /\t/, $_, 2;

@@ -315,7 +315,7 @@ wa_db_retain(wa_db_t *db, int days)
     values[0] = keep;
 
     res = PQexecParams(db->conn,
-                       "SELECT wa_webhook_log_retain_once($1::interval)",
+                       "SELECT wa_webhook_log_retain($1::interval)",
                        1, NULL, values, NULL, NULL, 0);
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {

@@ -37,7 +37,7 @@ wa_db_result_e wa_db_check_schema(wa_db_t *db, const char *sql_dir);
 
 /*
  * Outbox rows are (id, events): the events one line each, name TAB data
- * (JSON) LF, in order (sql/003_outbox_batches.sql).
+ * (JSON) LF, in order (sql/001_init.sql).
  */
 
 /*
