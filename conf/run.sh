@@ -51,7 +51,20 @@ chmod 755 "$prefix"
 # development secrets, created once; never commit real ones
 [ -s "$prefix/app_secret" ] || openssl rand -hex 16 > "$prefix/app_secret"
 [ -s "$prefix/verify_token" ] || openssl rand -hex 8 > "$prefix/verify_token"
-chmod 644 "$prefix/app_secret" "$prefix/verify_token"
+[ -s "$prefix/jwt_secret" ] || openssl rand -hex 32 > "$prefix/jwt_secret"
+chmod 644 "$prefix/app_secret" "$prefix/verify_token" "$prefix/jwt_secret"
+
+# a development token (HS256, 24 h, every number); your login service
+# issues the real ones
+b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+jwt_body=$(printf '{"sub":"dev-agent","exp":%d,"phone_number_ids":"*"}' \
+               $(( $(date +%s) + 86400 )) | b64url)
+jwt_head=$(printf '{"alg":"HS256","typ":"JWT"}' | b64url)
+jwt_sig=$(printf %s "$jwt_head.$jwt_body" \
+          | openssl dgst -sha256 -mac HMAC \
+                    -macopt "key:$(tr -d '\n' < "$prefix/jwt_secret")" -binary \
+          | b64url)
+token=$jwt_head.$jwt_body.$jwt_sig
 
 # each server in its own session: Ctrl-C reaches this script only, which
 # then stops them in order
@@ -103,6 +116,7 @@ pids+=($!) sigs+=(TERM)
 
 sed -e "s|@MODULE@|$module|" -e "s|@PREFIX@|$prefix|g" \
     -e "s|@HTTP_PORT@|$http_port|" -e "s|@REDIS_PORT@|$redis_port|" \
+    -e "s|@PG_PORT@|$pg_port|" \
     "$top/conf/nginx.conf" > "$prefix/nginx.conf"
 
 nginx -t -q -p "$prefix/" -c "$prefix/nginx.conf" -e "$prefix/logs/error.log"
@@ -136,7 +150,9 @@ cat <<MSG
   Meta's verification handshake:
     curl "$url?hub.mode=subscribe&hub.verify_token=\$(cat $prefix/verify_token)&hub.challenge=1234"
 
-  See what was stored:
+  See what was stored, through the agent API (a 24-hour development token):
+    curl -H "Authorization: Bearer $token" http://127.0.0.1:$http_port/whatsapp/api/conversations
+  or in PostgreSQL:
     psql -h 127.0.0.1 -p $pg_port -U postgres wa -c 'TABLE conversations'
 
   (SSE to browsers arrives with the realtime issue; until then the

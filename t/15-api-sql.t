@@ -1068,7 +1068,8 @@ SQL
             else { $sql .= ', NULL' }
         }
         my ($res) = psql_script("$sql);\n", %vars);
-        my ($plan) = $res =~ /Query Text: SELECT json_agg\(wa_conversation_json.*?\n(Aggregate.*?)(?=NOTICE:|\z)/s;
+        # the page's rows: wa_api_conversation_rows' statement (005)
+        my ($plan) = $res =~ /Query Text:\s+SELECT c\.\* FROM conversations c\b.*?\n(Limit.*?)(?=NOTICE:|\z)/s;
         $plan //= $res;
         ok($plan =~ /Index Scan using conversations_$index on conversations/
                # (contacts, for the page's names: 9 rows here, a seq scan

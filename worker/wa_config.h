@@ -18,6 +18,7 @@ typedef struct {
     char  redis_prefix[64];
 
     char  postgres_conninfo[WA_CONFIG_STR_MAX];
+    int   postgres_connections;      /* a batch's shares applied side by side */
 
     char  worker_consumer[256];
     int   worker_batch;              /* entries per XREADGROUP */

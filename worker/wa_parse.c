@@ -2,6 +2,7 @@
  * Webhook payload parsing with yajl's tree API; see wa_parse.h.
  */
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,7 @@ static void wa_parse_history(wa_change_t *ch, yajl_val value);
 static void wa_parse_field(wa_change_t *ch, const char *field, yajl_val v);
 static void wa_parse_metadata(wa_change_t *ch, yajl_val value);
 static void wa_parse_one_line(char *s);
+static wa_shard_t *wa_batch_shard(wa_batch_t *b, const char *customer);
 
 static yajl_val wa_get(yajl_val obj, const char *key);
 static const char *wa_str(yajl_val obj, const char *key);
@@ -43,16 +45,39 @@ static void wa_gen_value(yajl_gen g, const char *key, yajl_val v);
 static void wa_gen_tree(yajl_gen g, yajl_val v);
 
 
-int
-wa_batch_init(wa_batch_t *b)
+/* Every generator of a batch: the shared ones, then each share's. */
+static size_t
+wa_batch_gens(wa_batch_t *b, yajl_gen **g)
 {
-    yajl_gen  *g[] = { &b->phones, &b->contacts, &b->messages, &b->statuses,
-                       &b->fields, &b->deliveries };
-    size_t     i;
+    int     i;
+    size_t  n;
+
+    n = 0;
+    g[n++] = &b->phones;
+    g[n++] = &b->fields;
+    g[n++] = &b->deliveries;
+
+    for (i = 0; i < b->nshards; i++) {
+        g[n++] = &b->shard[i].contacts;
+        g[n++] = &b->shard[i].messages;
+        g[n++] = &b->shard[i].statuses;
+    }
+
+    return n;
+}
+
+
+int
+wa_batch_init(wa_batch_t *b, int nshards)
+{
+    size_t     i, n;
+    yajl_gen  *g[3 + 3 * WA_SHARDS_MAX];
 
     memset(b, 0, sizeof(*b));
+    b->nshards = nshards;
+    n = wa_batch_gens(b, g);
 
-    for (i = 0; i < sizeof(g) / sizeof(g[0]); i++) {
+    for (i = 0; i < n; i++) {
         *g[i] = yajl_gen_alloc(NULL);
 
         if (*g[i] == NULL) {
@@ -70,13 +95,14 @@ wa_batch_init(wa_batch_t *b)
 void
 wa_batch_free(wa_batch_t *b)
 {
-    yajl_gen  g[] = { b->phones, b->contacts, b->messages, b->statuses,
-                      b->fields, b->deliveries };
-    size_t    i;
+    size_t     i, n;
+    yajl_gen  *g[3 + 3 * WA_SHARDS_MAX];
 
-    for (i = 0; i < sizeof(g) / sizeof(g[0]); i++) {
-        if (g[i]) {
-            yajl_gen_free(g[i]);
+    n = wa_batch_gens(b, g);
+
+    for (i = 0; i < n; i++) {
+        if (*g[i]) {
+            yajl_gen_free(*g[i]);
         }
     }
 
@@ -84,23 +110,44 @@ wa_batch_free(wa_batch_t *b)
 }
 
 
+int
+wa_batch_shard_used(const wa_batch_t *b, int shard)
+{
+    return shard == 0 || b->shard[shard].rows > 0;
+}
+
+
 char *
-wa_batch_json(wa_batch_t *b, size_t *len)
+wa_batch_json(wa_batch_t *b, int shard, size_t *len)
 {
     char                 *out, *p;
     size_t                i, n, total;
+    wa_shard_t           *sh;
     const unsigned char  *buf[6];
     size_t                blen[6];
-    yajl_gen              g[] = { b->phones, b->contacts, b->messages,
-                                  b->statuses, b->fields, b->deliveries };
+    yajl_gen              g[6];
     static const char    *names[] = { "phones", "contacts", "messages",
                                       "statuses", "fields", "deliveries" };
 
+    sh = &b->shard[shard];
+    g[0] = b->phones;
+    g[1] = sh->contacts;
+    g[2] = sh->messages;
+    g[3] = sh->statuses;
+    g[4] = b->fields;
+    g[5] = b->deliveries;
     total = 2;
 
     for (i = 0; i < 6; i++) {
-        yajl_gen_array_close(g[i]);
-        yajl_gen_get_buf(g[i], &buf[i], &blen[i]);
+        if (shard > 0 && (i == 0 || i >= 4)) {
+            buf[i] = (const unsigned char *) "[]";
+            blen[i] = 2;
+
+        } else {
+            yajl_gen_array_close(g[i]);
+            yajl_gen_get_buf(g[i], &buf[i], &blen[i]);
+        }
+
         total += strlen(names[i]) + 4 + blen[i];
     }
 
@@ -124,6 +171,29 @@ wa_batch_json(wa_batch_t *b, size_t *len)
     *len = (size_t) (p - out);
 
     return out;
+}
+
+
+/*
+ * The share of a customer's rows: FNV-1a of its id.  A status is routed
+ * by its recipient, the customer of the message it reports on; one
+ * without a recipient goes to share 0, and is applied correctly there
+ * too (shares only spare waits: the apply is safe side by side).
+ */
+static wa_shard_t *
+wa_batch_shard(wa_batch_t *b, const char *customer)
+{
+    uint32_t  h;
+
+    if (customer == NULL) {
+        return &b->shard[0];
+    }
+
+    for (h = 2166136261u; *customer; customer++) {
+        h = (h ^ (unsigned char) *customer) * 16777619u;
+    }
+
+    return &b->shard[h % (uint32_t) b->nshards];
 }
 
 
@@ -306,8 +376,9 @@ wa_parse_message(wa_change_t *ch, yajl_val m, const char *customer,
     const char *dir, const char *source)
 {
     int          phone;
-    yajl_gen     g = ch->batch->messages;
+    yajl_gen     g;
     yajl_val     ts;
+    wa_shard_t  *sh;
     const char  *wamid, *type;
 
     wamid = wa_str(m, "id");
@@ -321,6 +392,9 @@ wa_parse_message(wa_change_t *ch, yajl_val m, const char *customer,
         return;
     }
 
+    sh = wa_batch_shard(ch->batch, customer);
+    g = sh->messages;
+
     yajl_gen_map_open(g);
     wa_gen_str(g, "wamid", wamid);
     wa_gen_str(g, "pn", ch->pn);
@@ -331,7 +405,7 @@ wa_parse_message(wa_change_t *ch, yajl_val m, const char *customer,
     wa_gen_value(g, "msg", m);
     yajl_gen_map_close(g);
 
-    ch->batch->rows++;
+    sh->rows++;
 
     /*
      * Every customer gets a contact row, named or not.  Phone numbers are
@@ -340,7 +414,7 @@ wa_parse_message(wa_change_t *ch, yajl_val m, const char *customer,
      */
     phone = customer[strspn(customer, "0123456789")] == '\0';
 
-    g = ch->batch->contacts;
+    g = sh->contacts;
     yajl_gen_map_open(g);
     wa_gen_str(g, "pn", ch->pn);
     wa_gen_str(g, "customer", customer);
@@ -353,7 +427,7 @@ wa_parse_message(wa_change_t *ch, yajl_val m, const char *customer,
 static void
 wa_parse_contact(wa_change_t *ch, yajl_val c, yajl_val ts)
 {
-    yajl_gen     g = ch->batch->contacts;
+    yajl_gen     g;
     const char  *wa_id, *user_id, *customer;
 
     wa_id = wa_str(c, "wa_id");
@@ -363,6 +437,8 @@ wa_parse_contact(wa_change_t *ch, yajl_val c, yajl_val ts)
     if (customer == NULL || ch->pn == NULL) {
         return;
     }
+
+    g = wa_batch_shard(ch->batch, customer)->contacts;
 
     yajl_gen_map_open(g);
     wa_gen_str(g, "pn", ch->pn);
@@ -378,9 +454,10 @@ wa_parse_contact(wa_change_t *ch, yajl_val c, yajl_val ts)
 static void
 wa_parse_status(wa_change_t *ch, yajl_val s)
 {
-    yajl_gen     g = ch->batch->statuses;
+    yajl_gen     g;
     yajl_val     ts;
-    const char  *wamid, *status;
+    wa_shard_t  *sh;
+    const char  *wamid, *status, *recipient;
 
     wamid = wa_str(s, "id");
     status = wa_str(s, "status");
@@ -393,6 +470,17 @@ wa_parse_status(wa_change_t *ch, yajl_val s)
         return;
     }
 
+    /* the customer as its message names it: the number, else the
+     * business-scoped user id */
+    recipient = wa_str(s, "recipient_id");
+
+    if (recipient == NULL) {
+        recipient = wa_str(s, "recipient_user_id");
+    }
+
+    sh = wa_batch_shard(ch->batch, recipient);
+    g = sh->statuses;
+
     yajl_gen_map_open(g);
     wa_gen_str(g, "wamid", wamid);
     wa_gen_str(g, "pn", ch->pn);
@@ -401,7 +489,7 @@ wa_parse_status(wa_change_t *ch, yajl_val s)
     wa_gen_value(g, "raw", s);
     yajl_gen_map_close(g);
 
-    ch->batch->rows++;
+    sh->rows++;
 }
 
 
@@ -469,8 +557,6 @@ wa_parse_field(wa_change_t *ch, const char *field, yajl_val v)
     wa_gen_value(g, "time", ch->entry_time);
     wa_gen_value(g, "value", v);
     yajl_gen_map_close(g);
-
-    ch->batch->rows++;
 }
 
 

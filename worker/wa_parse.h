@@ -23,18 +23,36 @@ typedef enum {
 } wa_parse_result_e;
 
 
+#define WA_SHARDS_MAX  8
+
+
+/*
+ * A share of the batch's conversations: the rows of the customers whose
+ * id hashes to it (messages, their statuses, contacts).  Shares touch
+ * disjoint rows, so they are applied side by side without waiting on
+ * each other (wa_worker.c).
+ */
 typedef struct {
-    yajl_gen  phones;
     yajl_gen  contacts;
     yajl_gen  messages;
     yajl_gen  statuses;
-    yajl_gen  fields;
-    yajl_gen  deliveries;
-    size_t    rows;         /* messages + statuses + fields */
+    size_t    rows;         /* messages + statuses */
+} wa_shard_t;
+
+
+/* What belongs to no customer (numbers, other fields, the webhook log)
+ * goes with share 0. */
+typedef struct {
+    yajl_gen    phones;
+    yajl_gen    fields;
+    yajl_gen    deliveries;
+    int         nshards;
+    wa_shard_t  shard[WA_SHARDS_MAX];
 } wa_batch_t;
 
 
-int wa_batch_init(wa_batch_t *b);
+/* nshards: 1 to WA_SHARDS_MAX. */
+int wa_batch_init(wa_batch_t *b, int nshards);
 void wa_batch_free(wa_batch_t *b);
 
 /*
@@ -50,9 +68,14 @@ void wa_batch_delivery(wa_batch_t *b, const char *stream_id,
     const char *error);
 
 /*
- * The batch as one JSON object {"phones":[...],...}; malloc'd, the
- * caller frees.  NULL on allocation failure.
+ * One share of the batch as a JSON object {"phones":[...],...}, share 0
+ * with the rows of no customer, the others with those arrays empty;
+ * malloc'd, the caller frees.  NULL on allocation failure.  Once per
+ * share: it closes the share's arrays.
  */
-char *wa_batch_json(wa_batch_t *b, size_t *len);
+char *wa_batch_json(wa_batch_t *b, int shard, size_t *len);
+
+/* Whether share has any row to apply (share 0: always). */
+int wa_batch_shard_used(const wa_batch_t *b, int shard);
 
 #endif /* WA_PARSE_H */

@@ -46,7 +46,9 @@ typedef struct {
     const char  *config_path;
     wa_config_t  cf;
     wa_redis_t   redis;
-    wa_db_t      db;
+    wa_db_t      db[WA_SHARDS_MAX];  /* [0]: everything; each [i]: share i
+                                        of a batch (postgres.connections) */
+    unsigned     applying;           /* the connections a batch is sent on */
     long         backoff_ms;
     int          sweep;         /* unpublished outbox rows may be left */
 
@@ -62,7 +64,7 @@ typedef struct {
     redisReply  *reply;
     wa_entry_t  *entries;
     int          n;
-    PGresult    *events;        /* once landed: what to publish */
+    PGresult    *events[WA_SHARDS_MAX];  /* once landed: to publish */
     int          failed;        /* once landed: entries stay pending */
 } wa_batch_in_flight_t;
 
@@ -72,7 +74,7 @@ static int wa_worker_connect(wa_worker_t *w);
 static void wa_worker_reload(wa_worker_t *w);
 static void wa_worker_land(wa_worker_t *w, wa_batch_in_flight_t *flight);
 static int wa_worker_finish(wa_worker_t *w, wa_batch_in_flight_t *flight);
-static void wa_worker_announce(wa_worker_t *w, PGresult *events);
+static void wa_worker_announce(wa_worker_t *w, PGresult **events);
 static void wa_worker_forget(wa_worker_t *w);
 static void wa_worker_done_ids(wa_worker_t *w, char *ids);
 static int wa_worker_batch(wa_worker_t *w, wa_entry_t *entries, int n,
@@ -161,12 +163,12 @@ main(int argc, char **argv)
 
     if (optind < argc) {
         /* migrate */
-        if (wa_db_connect(&w.db, w.cf.postgres_conninfo) != 0) {
+        if (wa_db_connect(&w.db[0], w.cf.postgres_conninfo) != 0) {
             return 1;
         }
 
-        rc = wa_db_migrate(&w.db, w.cf.worker_sql_dir);
-        wa_db_close(&w.db);
+        rc = wa_db_migrate(&w.db[0], w.cf.worker_sql_dir);
+        wa_db_close(&w.db[0]);
 
         return rc == 0 ? 0 : 1;
     }
@@ -179,7 +181,10 @@ main(int argc, char **argv)
     rc = wa_worker_run(&w);
 
     wa_redis_close(&w.redis);
-    wa_db_close(&w.db);
+
+    for (c = 0; c < WA_SHARDS_MAX; c++) {
+        wa_db_close(&w.db[c]);
+    }
 
     wa_log_info("whatsapp-worker stopped");
 
@@ -255,7 +260,7 @@ wa_worker_run(wa_worker_t *w)
             }
 
             if (!schema_checked) {
-                schema = wa_db_check_schema(&w->db, w->cf.worker_sql_dir);
+                schema = wa_db_check_schema(&w->db[0], w->cf.worker_sql_dir);
 
                 if (schema == WA_DB_REJECT) {
                     return 1;
@@ -281,7 +286,7 @@ wa_worker_run(wa_worker_t *w)
             }
 
             if (!retained || now - last_retain >= WA_RETAIN_EVERY_MS) {
-                if (wa_db_retain(&w->db, w->cf.worker_log_retention_days)
+                if (wa_db_retain(&w->db[0], w->cf.worker_log_retention_days)
                     == WA_DB_OK)
                 {
                     retained = 1;
@@ -386,7 +391,7 @@ wa_worker_land(wa_worker_t *w, wa_batch_in_flight_t *flight)
     char            err[512];
     wa_db_result_e  applied;
 
-    applied = wa_worker_result(w, &flight->events, err, sizeof(err));
+    applied = wa_worker_result(w, flight->events, err, sizeof(err));
 
     flight->failed = (applied != WA_DB_OK
                       && wa_worker_commit(w, flight->entries, flight->n,
@@ -403,10 +408,7 @@ wa_worker_finish(wa_worker_t *w, wa_batch_in_flight_t *flight)
 {
     int  rc;
 
-    if (flight->events) {
-        wa_worker_announce(w, flight->events);
-        PQclear(flight->events);
-    }
+    wa_worker_announce(w, flight->events);
 
     rc = (!flight->failed
           && wa_redis_ack(&w->redis, flight->entries, flight->n) == 0)
@@ -420,18 +422,22 @@ wa_worker_finish(wa_worker_t *w, wa_batch_in_flight_t *flight)
 }
 
 
-/* Both connections up, or -1 (logged) after one attempt each. */
+/* Every connection up, or -1 (logged) after one attempt each. */
 static int
 wa_worker_connect(wa_worker_t *w)
 {
+    int  i;
+
     if (w->redis.c == NULL && wa_redis_connect(&w->redis, &w->cf) != 0) {
         return -1;
     }
 
-    if (w->db.conn == NULL && wa_db_connect(&w->db, w->cf.postgres_conninfo)
-                              != 0)
-    {
-        return -1;
+    for (i = 0; i < w->cf.postgres_connections; i++) {
+        if (w->db[i].conn == NULL
+            && wa_db_connect(&w->db[i], w->cf.postgres_conninfo) != 0)
+        {
+            return -1;
+        }
     }
 
     if (w->backoff_ms) {
@@ -446,6 +452,7 @@ wa_worker_connect(wa_worker_t *w)
 static void
 wa_worker_reload(wa_worker_t *w)
 {
+    int             i;
     char            err[512];
     wa_config_t     cf;
     wa_log_level_e  level;
@@ -462,7 +469,10 @@ wa_worker_reload(wa_worker_t *w)
 
     /* reconnect with whatever changed */
     wa_redis_close(&w->redis);
-    wa_db_close(&w->db);
+
+    for (i = 0; i < WA_SHARDS_MAX; i++) {
+        wa_db_close(&w->db[i]);
+    }
 
     wa_log_info("configuration reloaded");
 }
@@ -564,18 +574,16 @@ static wa_db_result_e
 wa_worker_apply(wa_worker_t *w, wa_entry_t *entries, int n,
     const char *only_dead_error, char *err, size_t errlen)
 {
-    PGresult        *events;
+    PGresult        *events[WA_SHARDS_MAX];
     wa_db_result_e   rc;
 
     rc = wa_worker_send(w, entries, n, only_dead_error, err, errlen);
 
     if (rc == WA_DB_OK) {
-        rc = wa_worker_result(w, &events, err, errlen);
-    }
+        rc = wa_worker_result(w, events, err, errlen);
 
-    if (rc == WA_DB_OK) {
+        /* the shares committed, even when another failed */
         wa_worker_announce(w, events);
-        PQclear(events);
     }
 
     return rc;
@@ -586,6 +594,14 @@ wa_worker_apply(wa_worker_t *w, wa_entry_t *entries, int n,
  * Parses the entries (those with a body; NULL marks one handled already)
  * and sends them to be applied.  With only_dead_error set, only their webhook log
  * rows are written, with that error: for entries dead-lettered.
+ *
+ * The rows are split by customer into one share per connection, each
+ * applied in its own transaction: two shares never touch the same
+ * conversation, message or contact, so PostgreSQL runs them side by side
+ * (one transaction's conversation updates made the next wait).  Share 0
+ * also carries the webhook log, the other fields and the outbox rows
+ * done.  All or nothing is not needed across shares: a batch not wholly
+ * committed is applied again, and the apply is idempotent.
  */
 static wa_db_result_e
 wa_worker_send(wa_worker_t *w, wa_entry_t *entries, int n,
@@ -594,13 +610,14 @@ wa_worker_send(wa_worker_t *w, wa_entry_t *entries, int n,
     int                 i, m, *lens;
     char               *json, perr[256];
     char                done[WA_DONE_MAX * 21 + 3];
+    PGresult           *events[WA_SHARDS_MAX];
     size_t              len;
     const char        **bodies, *result, *rcvd;
     wa_batch_t          b;
     wa_db_result_e      rc;
     wa_parse_result_e   pr;
 
-    if (wa_batch_init(&b) != 0) {
+    if (wa_batch_init(&b, w->cf.postgres_connections) != 0) {
         snprintf(err, errlen, "out of memory");
         return WA_DB_RETRY;
     }
@@ -656,14 +673,42 @@ wa_worker_send(wa_worker_t *w, wa_entry_t *entries, int n,
                           : perr[0] ? perr : NULL);
     }
 
-    json = wa_batch_json(&b, &len);
+    wa_worker_done_ids(w, done);
+    w->applying = 0;
+    rc = WA_DB_OK;
 
-    if (json) {
-        wa_worker_done_ids(w, done);
-        rc = wa_db_apply_send(&w->db, json, m, bodies, lens,
-                              w->cf.worker_consumer, done, err, errlen);
-        w->ndone_sent = (rc == WA_DB_OK) ? w->ndone : 0;
+    for (i = 0; rc == WA_DB_OK && i < b.nshards; i++) {
+        if (!wa_batch_shard_used(&b, i)) {
+            continue;
+        }
+
+        json = wa_batch_json(&b, i, &len);
+
+        if (json == NULL) {
+            snprintf(err, errlen, "out of memory");
+            rc = WA_DB_RETRY;
+            break;
+        }
+
+        rc = (i == 0)
+             ? wa_db_apply_send(&w->db[0], json, m, bodies, lens,
+                                w->cf.worker_consumer, done, err, errlen)
+             : wa_db_apply_send(&w->db[i], json, 0, NULL, NULL,
+                                w->cf.worker_consumer, "{}", err, errlen);
         free(json);
+
+        if (rc == WA_DB_OK) {
+            w->applying |= 1u << i;
+        }
+    }
+
+    w->ndone_sent = (w->applying & 1) ? w->ndone : 0;
+
+    /* the shares already sent are committed or not; either way their
+     * answers are read now, and what they committed published */
+    if (rc != WA_DB_OK && w->applying) {
+        (void) wa_worker_result(w, events, perr, sizeof(perr));
+        wa_worker_announce(w, events);
     }
 
 done:
@@ -677,23 +722,47 @@ done:
 
 
 /*
- * The answer to wa_worker_send.  Once committed, the outbox rows it
- * deleted are forgotten, and *events holds its own row, to announce.
+ * The answers to wa_worker_send, one per share sent.  events[i] holds
+ * share i's outbox row, to announce, or NULL (not sent, or failed).
+ * Once share 0 is committed, the outbox rows it deleted are forgotten.
+ * Any share failed: the worst result, and the first error in err.
  */
 static wa_db_result_e
 wa_worker_result(wa_worker_t *w, PGresult **events, char *err,
     size_t errlen)
 {
-    wa_db_result_e  rc;
+    int             i;
+    char            why[512];
+    wa_db_result_e  rc, one;
 
-    rc = wa_db_apply_result(&w->db, events, err, errlen);
+    rc = WA_DB_OK;
 
-    if (rc == WA_DB_OK) {
-        w->ndone -= w->ndone_sent;
-        memmove(w->done, w->done + w->ndone_sent,
-                w->ndone * sizeof(long long));
+    for (i = 0; i < WA_SHARDS_MAX; i++) {
+        events[i] = NULL;
+
+        if (!(w->applying & (1u << i))) {
+            continue;
+        }
+
+        one = wa_db_apply_result(&w->db[i], &events[i], why, sizeof(why));
+
+        if (one == WA_DB_OK && i == 0) {
+            w->ndone -= w->ndone_sent;
+            memmove(w->done, w->done + w->ndone_sent,
+                    w->ndone * sizeof(long long));
+        }
+
+        if (one != WA_DB_OK && rc == WA_DB_OK) {
+            snprintf(err, errlen, "%s", why);
+        }
+
+        /* a connection lost may pass, a refusal never does */
+        if (one == WA_DB_RETRY || rc == WA_DB_OK) {
+            rc = one;
+        }
     }
 
+    w->applying = 0;
     w->ndone_sent = 0;
 
     return rc;
@@ -701,33 +770,39 @@ wa_worker_result(wa_worker_t *w, PGresult **events, char *err,
 
 
 /*
- * Publishes a committed batch's events; its outbox row is deleted by the
- * next apply (or wa_worker_forget when idle).  A failed publish leaves
- * the row to a sweep.
+ * Publishes a committed batch's events, share by share, and frees them;
+ * their outbox rows are deleted by the next apply (or wa_worker_forget
+ * when idle).  A failed publish leaves the rows to a sweep.
  */
 static void
-wa_worker_announce(wa_worker_t *w, PGresult *events)
+wa_worker_announce(wa_worker_t *w, PGresult **events)
 {
-    int  published;
+    int  i, published;
 
-    published = wa_worker_publish(w, events);
+    for (i = 0; i < WA_SHARDS_MAX; i++) {
+        if (events[i] == NULL) {
+            continue;
+        }
 
-    if (published < 0) {
-        wa_log_warn("batch applied, publishing deferred");
-        w->sweep = 1;
-        return;
-    }
+        published = wa_worker_publish(w, events[i]);
 
-    wa_log_debug("batch applied: %d realtime events", published);
+        if (published < 0) {
+            wa_log_warn("batch applied, publishing deferred");
+            w->sweep = 1;
 
-    if (PQgetisnull(events, 0, 0)) {
-        return;
-    }
+        } else if (!PQgetisnull(events[i], 0, 0)) {
+            wa_log_debug("batch applied: %d realtime events", published);
 
-    /* full (applies failing for long): the row is published again by a
-     * sweep, at least once as always */
-    if (w->ndone < WA_DONE_MAX) {
-        w->done[w->ndone++] = strtoll(PQgetvalue(events, 0, 0), NULL, 10);
+            /* full (applies failing for long): the row is published again
+             * by a sweep, at least once as always */
+            if (w->ndone < WA_DONE_MAX) {
+                w->done[w->ndone++] = strtoll(PQgetvalue(events[i], 0, 0),
+                                              NULL, 10);
+            }
+        }
+
+        PQclear(events[i]);
+        events[i] = NULL;
     }
 }
 
@@ -738,13 +813,13 @@ wa_worker_forget(wa_worker_t *w)
 {
     char  ids[WA_DONE_MAX * 21 + 3];
 
-    if (w->ndone == 0 || w->db.conn == NULL) {
+    if (w->ndone == 0 || w->db[0].conn == NULL) {
         return;
     }
 
     wa_worker_done_ids(w, ids);
 
-    if (wa_db_outbox_delete(&w->db, ids) == WA_DB_OK) {
+    if (wa_db_outbox_delete(&w->db[0], ids) == WA_DB_OK) {
         w->ndone = 0;
     }
 }
@@ -822,6 +897,8 @@ wa_worker_apply_singly(wa_worker_t *w, wa_entry_t *entries, int n)
 static int
 wa_worker_wait_db(wa_worker_t *w, const char *err)
 {
+    int  i;
+
     wa_log_error("%s; retrying", err);
 
     if (wa_signal_stop) {
@@ -830,8 +907,10 @@ wa_worker_wait_db(wa_worker_t *w, const char *err)
 
     wa_worker_sleep(w);
 
-    if (w->db.conn == NULL) {
-        (void) wa_db_connect(&w->db, w->cf.postgres_conninfo);
+    for (i = 0; i < w->cf.postgres_connections; i++) {
+        if (w->db[i].conn == NULL) {
+            (void) wa_db_connect(&w->db[i], w->cf.postgres_conninfo);
+        }
     }
 
     return 0;
@@ -846,7 +925,7 @@ wa_worker_sweep(wa_worker_t *w)
     PGresult  *rows;
 
     for ( ;; ) {
-        if (wa_db_outbox_take(&w->db, w->cf.worker_consumer,
+        if (wa_db_outbox_take(&w->db[0], w->cf.worker_consumer,
                               w->cf.worker_claim_idle_ms, WA_OUTBOX_CHUNK,
                               &rows)
             != WA_DB_OK)
@@ -858,18 +937,18 @@ wa_worker_sweep(wa_worker_t *w)
 
         if (n == 0) {
             PQclear(rows);
-            wa_db_outbox_abort(&w->db);
+            wa_db_outbox_abort(&w->db[0]);
             w->sweep = 0;
             return 0;
         }
 
         if (wa_worker_publish(w, rows) < 0) {
             PQclear(rows);
-            wa_db_outbox_abort(&w->db);
+            wa_db_outbox_abort(&w->db[0]);
             return -1;
         }
 
-        if (wa_db_outbox_done(&w->db, rows) != WA_DB_OK) {
+        if (wa_db_outbox_done(&w->db[0], rows) != WA_DB_OK) {
             PQclear(rows);
             return -1;
         }

@@ -1,7 +1,8 @@
 /*
  * libFuzzer target: the worker's webhook payload parser (yajl) takes
  * whatever reached wa:events.  Beyond not crashing or leaking, the rows it
- * produces must be valid JSON: they go to PostgreSQL as jsonb.
+ * produces must be valid JSON, in every share: they go to PostgreSQL as
+ * jsonb.
  */
 
 #include <stdint.h>
@@ -16,13 +17,14 @@
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    int          shard;
     char        *body, *json, err[128];
     size_t       len;
     yajl_val     v;
     wa_batch_t   b;
 
     body = malloc(size + 1);
-    if (body == NULL || wa_batch_init(&b) != 0) {
+    if (body == NULL || wa_batch_init(&b, 3) != 0) {
         free(body);
         return 0;
     }
@@ -33,9 +35,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     (void) wa_parse_delivery(&b, body, size, err, sizeof(err));
     wa_batch_delivery(&b, "1-0", "1", "r", 1, "ok", NULL);
 
-    json = wa_batch_json(&b, &len);
+    for (shard = 0; shard < b.nshards; shard++) {
+        json = wa_batch_json(&b, shard, &len);
 
-    if (json) {
+        if (json == NULL) {
+            continue;
+        }
+
         v = yajl_tree_parse(json, err, sizeof(err));
 
         if (v == NULL) {
