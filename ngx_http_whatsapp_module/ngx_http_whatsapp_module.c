@@ -641,6 +641,18 @@ ngx_http_whatsapp_set_handler(ngx_conf_t *cf, ngx_command_t *cmd,
     at->line = cf->conf_file->line;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    /* the API's paths are what follows the location's prefix */
+    if (ngx_strcmp(cmd->name.data, "whatsapp_api") == 0
+        && (clcf->exact_match || clcf->named
+#if (NGX_PCRE)
+            || clcf->regex
+#endif
+           ))
+    {
+        return "needs a prefix location, e.g. \"location /whatsapp/v1/\"";
+    }
+
     clcf->handler = (ngx_http_handler_pt) cmd->post;
 
     return NGX_CONF_OK;

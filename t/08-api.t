@@ -486,6 +486,13 @@ my @conf = (
     { name => 'API location without whatsapp_postgres',
       server => 'location /api/ { whatsapp_api; whatsapp_auth off; }',
       error => qr/"whatsapp_api" in \S+nginx\.conf:\d+ needs whatsapp_postgres in the http or server block/ },
+    { name => 'API in a regex location', http => $pgconf,
+      server => 'location ~ ^/api/ { whatsapp_api; whatsapp_auth off; }',
+      error => qr/"whatsapp_api" directive needs a prefix location, e\.g\. "location \/whatsapp\/v1\/"/ },
+    { name => 'API in an exact location', http => $pgconf,
+      server => 'location = /api/conversations { whatsapp_api;'
+              . ' whatsapp_auth off; }',
+      error => qr/"whatsapp_api" directive needs a prefix location/ },
     { name => 'auth and postgres inherited', ok => 1,
       http => "$pgconf whatsapp_auth jwt $hs_file;",
       server => 'location /api/ { whatsapp_api; }' },
