@@ -5,9 +5,10 @@
  * One loop, one batch at a time:
  *   read up to `batch` entries (XREADGROUP)
  *   -> parse each body (yajl) into rows
- *   -> apply them in one transaction (wa_apply_batch), the realtime
- *      events going to update_outbox (one row) in the same transaction
- *      and coming back as the call's result
+ *   -> apply them (wa_apply_batch), split by customer into shares
+ *      applied side by side, one transaction each; the realtime events
+ *      go to update_outbox (one row per share) in the same transaction
+ *      and come back as the call's result
  *   -> publish them to wa:updates, then delete the outbox row
  *   -> XACK and XDEL the entries.
  * An outbox row not published (Redis away, a crash) is published by a
