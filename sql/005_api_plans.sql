@@ -23,7 +23,7 @@
 -- Any other filter: the general statement, planned on each call for the
 -- values given (EXECUTE; its text is a constant, every value bound).
 CREATE FUNCTION wa_api_conversation_rows(
-    p_agent text, p_phones text[], p_only boolean, p_filtered boolean,
+    p_agent text, p_phones text[], p_only boolean,
     p_pn text, p_type text, p_type_none boolean, p_status text,
     p_assignee text, p_unassigned boolean, p_unread boolean, p_pat text,
     p_digits text, p_after_at timestamptz, p_after_id uuid, p_rows integer)
@@ -40,7 +40,9 @@ DECLARE
     v_id  uuid := coalesce(p_after_id, 'ffffffff-ffff-ffff-ffff-ffffffffffff');
     v_one text := p_phones[1];
 BEGIN
-    IF p_filtered THEN
+    IF p_pn IS NOT NULL OR p_type IS NOT NULL OR p_type_none
+       OR p_status IS NOT NULL OR p_assignee IS NOT NULL OR p_unassigned
+       OR p_unread IS NOT NULL OR p_pat IS NOT NULL THEN
         RETURN QUERY EXECUTE $q$
             SELECT c.* FROM conversations c
             WHERE ($2 IS NULL OR c.phone_number_id = ANY ($2))
@@ -220,12 +222,7 @@ BEGIN
     -- its input as it comes, with no sort of its own)
     FROM (SELECT x AS c, row_number() OVER () AS n, count(*) OVER () AS total
           FROM wa_api_conversation_rows(
-                   p_agent, p_phones, v_only,
-                   v_pn IS NOT NULL OR v_type IS NOT NULL OR v_type_none
-                   OR v_status IS NOT NULL OR v_assignee IS NOT NULL
-                   OR v_unassigned OR v_unread IS NOT NULL
-                   OR v_pat IS NOT NULL,
-                   v_pn, v_type, v_type_none, v_status, v_assignee,
+                   p_agent, p_phones, v_only, v_pn, v_type, v_type_none, v_status, v_assignee,
                    v_unassigned, v_unread, v_pat, v_digits,
                    v_after_at, v_after_id, v_limit + 1) x) p
     LEFT JOIN contacts k ON k.phone_number_id = (p.c).phone_number_id

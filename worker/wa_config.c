@@ -14,6 +14,7 @@
 
 #include "wa_config.h"
 #include "wa_log.h"
+#include "wa_parse.h"
 
 
 typedef enum { WA_CF_STR, WA_CF_INT } wa_config_type_e;
@@ -43,8 +44,8 @@ static const wa_config_item_t  wa_config_items[] = {
     WA_INT("redis", "db", redis_db, "0", 0, 1 << 20),
     WA_STR("redis", "prefix", redis_prefix, "wa:", 0),
     WA_STR("postgres", "conninfo", postgres_conninfo, "dbname=wa", 1),
-    /* up to WA_SHARDS_MAX (wa_parse.h) */
-    WA_INT("postgres", "connections", postgres_connections, "2", 1, 8),
+    WA_INT("postgres", "connections", postgres_connections, "2", 1,
+           WA_SHARDS_MAX),
     WA_STR("worker", "consumer", worker_consumer, "", 0),
     WA_INT("worker", "batch", worker_batch, "500", 1, 10000),
     WA_INT("worker", "block_ms", worker_block_ms, "1000", 10, 60000),
