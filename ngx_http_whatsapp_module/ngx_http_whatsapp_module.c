@@ -14,6 +14,8 @@ static void *ngx_http_whatsapp_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_whatsapp_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_whatsapp_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
+static char *ngx_http_whatsapp_merge_events(ngx_conf_t *cf,
+    ngx_http_whatsapp_loc_conf_t *conf);
 static ngx_int_t ngx_http_whatsapp_init_process(ngx_cycle_t *cycle);
 static void ngx_http_whatsapp_exit_process(ngx_cycle_t *cycle);
 
@@ -36,6 +38,21 @@ static char *ngx_http_whatsapp_verify_token(ngx_conf_t *cf,
 static char *ngx_http_whatsapp_read_secret(ngx_conf_t *cf, ngx_str_t *value,
     ngx_uint_t from_file, ngx_str_t *secret);
 static void ngx_http_whatsapp_free_hmac_key(void *data);
+
+
+/* a heartbeat is due at most once a second (the tick); replays of up to
+ * 100,000 entries (the worker's default stream cap); at least one frame */
+static ngx_conf_num_bounds_t  ngx_http_whatsapp_sse_heartbeat_bounds = {
+    ngx_conf_check_num_bounds, 1000, 3600000
+};
+
+static ngx_conf_num_bounds_t  ngx_http_whatsapp_sse_replay_bounds = {
+    ngx_conf_check_num_bounds, 0, 100000
+};
+
+static ngx_conf_num_bounds_t  ngx_http_whatsapp_sse_buffer_bounds = {
+    ngx_conf_check_num_bounds, 4096, 1073741824
+};
 
 
 static ngx_command_t  ngx_http_whatsapp_commands[] = {
@@ -123,6 +140,34 @@ static ngx_command_t  ngx_http_whatsapp_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_whatsapp_loc_conf_t, api),
       ngx_http_whatsapp_api_handler },
+
+    { ngx_string("whatsapp_events"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_whatsapp_set_handler,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_whatsapp_loc_conf_t, events),
+      ngx_http_whatsapp_sse_handler },
+
+    { ngx_string("whatsapp_sse_heartbeat"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_whatsapp_loc_conf_t, sse_heartbeat),
+      &ngx_http_whatsapp_sse_heartbeat_bounds },
+
+    { ngx_string("whatsapp_sse_replay"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_whatsapp_loc_conf_t, sse_replay),
+      &ngx_http_whatsapp_sse_replay_bounds },
+
+    { ngx_string("whatsapp_sse_buffer"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_whatsapp_loc_conf_t, sse_buffer),
+      &ngx_http_whatsapp_sse_buffer_bounds },
 
     { ngx_string("whatsapp_auth"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF
@@ -219,6 +264,13 @@ ngx_http_whatsapp_create_main_conf(ngx_conf_t *cf)
         return NULL;
     }
 
+    if (ngx_array_init(&wmcf->relays, cf->pool, 1,
+                       sizeof(ngx_http_whatsapp_relay_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
     if (ngx_http_whatsapp_status_add_zone(cf) != NGX_OK) {
         return NULL;
     }
@@ -245,6 +297,8 @@ ngx_http_whatsapp_create_loc_conf(ngx_conf_t *cf)
      *     wlcf->verify_token = { 0, NULL };
      *     wlcf->webhook = { 0 };
      *     wlcf->api = { 0 };
+     *     wlcf->events = { 0 };
+     *     wlcf->relay = NULL;
      */
 
     wlcf->redis = NGX_CONF_UNSET_PTR;
@@ -252,6 +306,9 @@ ngx_http_whatsapp_create_loc_conf(ngx_conf_t *cf)
     wlcf->app_secrets = NGX_CONF_UNSET_PTR;
     wlcf->postgres = NGX_CONF_UNSET_PTR;
     wlcf->postgres_timeout = NGX_CONF_UNSET_MSEC;
+    wlcf->sse_heartbeat = NGX_CONF_UNSET_MSEC;
+    wlcf->sse_replay = NGX_CONF_UNSET_UINT;
+    wlcf->sse_buffer = NGX_CONF_UNSET_SIZE;
 
     ngx_http_whatsapp_auth_create_conf(&wlcf->auth);
 
@@ -277,6 +334,10 @@ ngx_http_whatsapp_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_ptr_value(conf->postgres, prev->postgres, NULL);
     ngx_conf_merge_msec_value(conf->postgres_timeout, prev->postgres_timeout,
                               5000);
+    ngx_conf_merge_msec_value(conf->sse_heartbeat, prev->sse_heartbeat, 15000);
+    ngx_conf_merge_uint_value(conf->sse_replay, prev->sse_replay, 1000);
+    ngx_conf_merge_size_value(conf->sse_buffer, prev->sse_buffer,
+                              256 * 1024);
 
     ngx_http_whatsapp_auth_merge_conf(&conf->auth, &prev->auth);
 
@@ -328,6 +389,12 @@ ngx_http_whatsapp_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         }
     }
 
+    if (conf->events.line
+        && ngx_http_whatsapp_merge_events(cf, conf) != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
     /* the webhook's stream; the API wakes the worker through it */
 
     if (conf->redis == NULL || !(conf->webhook.line || conf->api.line)) {
@@ -348,11 +415,56 @@ ngx_http_whatsapp_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 }
 
 
+/* whatsapp_events: secure by default, and the relay of its stream */
+static char *
+ngx_http_whatsapp_merge_events(ngx_conf_t *cf,
+    ngx_http_whatsapp_loc_conf_t *conf)
+{
+    u_char      *p;
+    ngx_str_t    key;
+    const char  *missing;
+
+    if (conf->auth.mode == NGX_HTTP_WHATSAPP_AUTH_UNSET) {
+        missing = "whatsapp_auth: add \"whatsapp_auth jwt KEYFILE;\", "
+                  "\"whatsapp_auth scope $agent $phones;\" or, to serve "
+                  "it unauthenticated, \"whatsapp_auth off;\"";
+
+    } else if (conf->redis == NULL) {
+        missing = "whatsapp_redis in the http or server block";
+
+    } else {
+        missing = NULL;
+    }
+
+    if (missing) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"whatsapp_events\" in %V:%ui needs %s",
+                      &conf->events.file, conf->events.line, missing);
+        return NGX_CONF_ERROR;
+    }
+
+    /* NUL-terminated: it is also the relay's log name */
+    key.len = conf->prefix.len + sizeof("updates") - 1;
+    key.data = ngx_pnalloc(cf->pool, key.len + 1);
+    if (key.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    p = ngx_cpymem(key.data, conf->prefix.data, conf->prefix.len);
+    ngx_memcpy(p, "updates", sizeof("updates"));
+
+    conf->relay = ngx_http_whatsapp_relay_get(cf, conf->redis, &key);
+
+    return conf->relay ? NGX_CONF_OK : NGX_CONF_ERROR;
+}
+
+
 static ngx_int_t
 ngx_http_whatsapp_init_process(ngx_cycle_t *cycle)
 {
     ngx_uint_t                      i;
     ngx_http_whatsapp_redis_t     **rd;
+    ngx_http_whatsapp_relay_t     **rl;
     ngx_http_whatsapp_postgres_t  **pg;
     ngx_http_whatsapp_main_conf_t  *wmcf;
 
@@ -384,6 +496,14 @@ ngx_http_whatsapp_init_process(ngx_cycle_t *cycle)
         }
     }
 
+    rl = wmcf->relays.elts;
+
+    for (i = 0; i < wmcf->relays.nelts; i++) {
+        if (ngx_http_whatsapp_relay_init_worker(rl[i], cycle) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
     return NGX_OK;
 }
 
@@ -393,6 +513,7 @@ ngx_http_whatsapp_exit_process(ngx_cycle_t *cycle)
 {
     ngx_uint_t                      i;
     ngx_http_whatsapp_redis_t     **rd;
+    ngx_http_whatsapp_relay_t     **rl;
     ngx_http_whatsapp_postgres_t  **pg;
     ngx_http_whatsapp_main_conf_t  *wmcf;
 
@@ -400,6 +521,12 @@ ngx_http_whatsapp_exit_process(ngx_cycle_t *cycle)
                                                ngx_http_whatsapp_module);
     if (wmcf == NULL) {
         return;
+    }
+
+    rl = wmcf->relays.elts;
+
+    for (i = 0; i < wmcf->relays.nelts; i++) {
+        ngx_http_whatsapp_relay_exit_worker(rl[i]);
     }
 
     rd = wmcf->redis.elts;
@@ -621,7 +748,7 @@ ngx_http_whatsapp_redis_shared(ngx_http_whatsapp_main_conf_t *wmcf,
 
 
 /*
- * whatsapp_webhook, whatsapp_api: the location's handler is cmd->post;
+ * whatsapp_webhook, _api, _events: the location's handler is cmd->post;
  * where the directive was written is kept at cmd->offset.
  */
 static char *

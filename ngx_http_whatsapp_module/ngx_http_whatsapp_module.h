@@ -15,16 +15,18 @@
 #include "ngx_http_whatsapp_redis.h"
 #include "ngx_http_whatsapp_postgres.h"
 #include "ngx_http_whatsapp_auth.h"
+#include "ngx_http_whatsapp_sse.h"
 #include "wa_signature.h"
 
 
 typedef struct {
     ngx_array_t                   redis;        /* of ngx_http_whatsapp_redis_t * */
     ngx_array_t                   postgres;     /* of ngx_http_whatsapp_postgres_t * */
+    ngx_array_t                   relays;       /* of ngx_http_whatsapp_relay_t * */
 } ngx_http_whatsapp_main_conf_t;
 
 
-/* Where a location's whatsapp_webhook or whatsapp_api was written (line
+/* Where a location's whatsapp_webhook, _api or _events was written (line
  * 0: not written), to name it in nginx -t's errors. */
 typedef struct {
     ngx_str_t                     file;
@@ -47,6 +49,12 @@ typedef struct {
 
     ngx_http_whatsapp_conf_at_t   webhook;
     ngx_http_whatsapp_conf_at_t   api;
+
+    ngx_http_whatsapp_conf_at_t   events;
+    ngx_msec_t                    sse_heartbeat;
+    ngx_uint_t                    sse_replay;
+    size_t                        sse_buffer;
+    ngx_http_whatsapp_relay_t    *relay;
 } ngx_http_whatsapp_loc_conf_t;
 
 
@@ -85,6 +93,17 @@ typedef enum {
 } ngx_http_whatsapp_postgres_error_e;
 
 
+/* Counted by whatsapp_status for whatsapp_events. */
+typedef enum {
+    NGX_HTTP_WHATSAPP_SSE_SUBSCRIBERS = 0,    /* gauge */
+    NGX_HTTP_WHATSAPP_SSE_RELAYED,            /* frames queued to clients */
+    NGX_HTTP_WHATSAPP_SSE_SLOW_CLIENTS,       /* closed, too far behind */
+    NGX_HTTP_WHATSAPP_SSE_REPLAYS,
+    NGX_HTTP_WHATSAPP_SSE_RESETS,
+    NGX_HTTP_WHATSAPP_SSE_N
+} ngx_http_whatsapp_sse_stat_e;
+
+
 extern ngx_module_t  ngx_http_whatsapp_module;
 
 
@@ -110,6 +129,8 @@ void ngx_http_whatsapp_status_api(ngx_uint_t status);
 void ngx_http_whatsapp_status_postgres_error(
     ngx_http_whatsapp_postgres_error_e e);
 void ngx_http_whatsapp_status_postgres_connected(ngx_int_t delta);
+void ngx_http_whatsapp_status_sse(ngx_http_whatsapp_sse_stat_e what,
+    ngx_int_t n);
 uint64_t ngx_http_whatsapp_status_now_usec(void);
 
 

@@ -66,6 +66,7 @@ ngx_http_whatsapp_redis_init_worker(ngx_http_whatsapp_redis_t *rd,
         cmds[i].deadline.handler = ngx_http_whatsapp_redis_deadline_handler;
         cmds[i].deadline.data = &cmds[i];
         cmds[i].deadline.log = cycle->log;
+        cmds[i].deadline.cancelable = rd->cancelable;
         cmds[i].next = (i + 1 < rd->max_pending) ? &cmds[i + 1] : NULL;
     }
 
@@ -290,6 +291,10 @@ ngx_http_whatsapp_redis_handshake_reply(redisAsyncContext *ac, void *reply,
 
     ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
                   "whatsapp: Redis %V ready", &rd->name);
+
+    if (rd->ready) {
+        rd->ready(rd->ready_data);
+    }
 }
 
 

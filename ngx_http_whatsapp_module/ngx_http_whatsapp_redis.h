@@ -33,6 +33,10 @@ typedef void (*ngx_http_whatsapp_redis_handler_pt)(void *data,
     redisReply *reply, ngx_http_whatsapp_redis_result_e result);
 
 
+/* the connection has become ready (after every reconnect) */
+typedef void (*ngx_http_whatsapp_redis_ready_pt)(void *data);
+
+
 typedef struct ngx_http_whatsapp_redis_cmd_s  ngx_http_whatsapp_redis_cmd_t;
 
 
@@ -45,6 +49,10 @@ typedef struct {
     ngx_int_t                          db;
     ngx_msec_t                         connect_timeout;
     ngx_uint_t                         max_pending;
+    ngx_http_whatsapp_redis_ready_pt   ready;       /* NULL: none */
+    void                              *ready_data;
+    unsigned                           cancelable:1; /* deadlines do not
+                                                        delay an exit */
 
     /* state of this worker process */
     redisAsyncContext                 *ac;

@@ -20,6 +20,7 @@ typedef struct {
     ngx_atomic_t  api[NGX_HTTP_WHATSAPP_API_CLASSES];
     ngx_atomic_t  postgres_errors[NGX_HTTP_WHATSAPP_POSTGRES_ERR_N];
     ngx_atomic_t  postgres_connected;
+    ngx_atomic_t  sse[NGX_HTTP_WHATSAPP_SSE_N];
 } ngx_http_whatsapp_stats_t;
 
 
@@ -168,6 +169,13 @@ ngx_http_whatsapp_status_postgres_connected(ngx_int_t delta)
 }
 
 
+void
+ngx_http_whatsapp_status_sse(ngx_http_whatsapp_sse_stat_e what, ngx_int_t n)
+{
+    (void) ngx_atomic_fetch_add(&ngx_http_whatsapp_stats->sse[what], n);
+}
+
+
 /* NGINX's cached clock ticks in milliseconds; latencies need finer */
 uint64_t
 ngx_http_whatsapp_status_now_usec(void)
@@ -207,7 +215,7 @@ ngx_http_whatsapp_status_handler(ngx_http_request_t *r)
     size = 128 * (NGX_HTTP_WHATSAPP_OUTCOME_N + NGX_HTTP_WHATSAPP_REDIS_ERR_N
                   + NGX_HTTP_WHATSAPP_LATENCY_BUCKETS
                   + NGX_HTTP_WHATSAPP_API_CLASSES
-                  + NGX_HTTP_WHATSAPP_POSTGRES_ERR_N + 24);
+                  + NGX_HTTP_WHATSAPP_POSTGRES_ERR_N + 40);
 
     b = ngx_create_temp_buf(r->pool, size);
     if (b == NULL) {
@@ -316,6 +324,33 @@ ngx_http_whatsapp_status_print(u_char *p, ngx_http_whatsapp_stats_t *st)
                         "%uA\n", ngx_http_whatsapp_postgres_error_names[i],
                         st->postgres_errors[i]);
     }
+
+    p = ngx_sprintf(p,
+            "# HELP whatsapp_sse_subscribers "
+            "Open whatsapp_events streams, over all worker processes.\n"
+            "# TYPE whatsapp_sse_subscribers gauge\n"
+            "whatsapp_sse_subscribers %uA\n"
+            "# HELP whatsapp_sse_events_relayed_total "
+            "Updates queued to a stream (one per update and stream).\n"
+            "# TYPE whatsapp_sse_events_relayed_total counter\n"
+            "whatsapp_sse_events_relayed_total %uA\n"
+            "# HELP whatsapp_sse_slow_clients_total "
+            "Streams closed because the client fell too far behind.\n"
+            "# TYPE whatsapp_sse_slow_clients_total counter\n"
+            "whatsapp_sse_slow_clients_total %uA\n"
+            "# HELP whatsapp_sse_replays_total "
+            "Reconnects whose missed updates were replayed.\n"
+            "# TYPE whatsapp_sse_replays_total counter\n"
+            "whatsapp_sse_replays_total %uA\n"
+            "# HELP whatsapp_sse_resets_total "
+            "Reconnects told to reload (event: reset).\n"
+            "# TYPE whatsapp_sse_resets_total counter\n"
+            "whatsapp_sse_resets_total %uA\n",
+            st->sse[NGX_HTTP_WHATSAPP_SSE_SUBSCRIBERS],
+            st->sse[NGX_HTTP_WHATSAPP_SSE_RELAYED],
+            st->sse[NGX_HTTP_WHATSAPP_SSE_SLOW_CLIENTS],
+            st->sse[NGX_HTTP_WHATSAPP_SSE_REPLAYS],
+            st->sse[NGX_HTTP_WHATSAPP_SSE_RESETS]);
 
     return p;
 }
