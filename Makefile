@@ -59,7 +59,8 @@ define ngx_module_build
 	    "$${NGX_CONF_FLAGS[@]}" --add-dynamic-module=$(CURDIR) \
 	    > configure.log 2>&1 || { cat configure.log; exit 1; }
 	$(MAKE) -s -C $(2) -f objs/Makefile modules
-	cp $(2)/objs/ngx_http_whatsapp_module.so $(1)
+	# a new file, not the old one rewritten: a running NGINX has it mapped
+	cp $(2)/objs/ngx_http_whatsapp_module.so $(1).new && mv -f $(1).new $(1)
 endef
 
 $(MODULE_SO): $(MODULE_SRCS) | deps

@@ -141,8 +141,8 @@ cat <<MSG
   Metrics          http://127.0.0.1:$http_port/whatsapp/status
   Logs             $prefix/logs/
 
-  Watch realtime updates as the worker publishes them (another terminal):
-    redis-cli -p $redis_port SUBSCRIBE wa:updates
+  Watch realtime updates reach a browser's stream (another terminal):
+    curl -N -H "Authorization: Bearer $token" http://127.0.0.1:$http_port/whatsapp/events
 
   Send a correctly signed sample event:
     body=\$(cat t/fixtures/text.json); curl -i $url -H "X-Hub-Signature-256: sha256=\$(printf %s "\$body" | openssl dgst -sha256 -hmac "\$(cat $prefix/app_secret)" -r | cut -d' ' -f1)" --data-binary "\$body"
@@ -155,8 +155,6 @@ cat <<MSG
   or in PostgreSQL:
     psql -h 127.0.0.1 -p $pg_port -U postgres wa -c 'TABLE conversations'
 
-  (SSE to browsers arrives with the realtime issue; until then the
-  wa:updates channel above is what the module will relay.)
   Ctrl-C stops everything.
 
 MSG

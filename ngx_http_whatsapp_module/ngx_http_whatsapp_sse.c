@@ -260,10 +260,17 @@ ngx_http_whatsapp_sse_handler(ngx_http_request_t *r)
         ngx_http_whatsapp_sse_write(sub);
     }
 
+    if (sub->close_rc) {
+        /* not from here: the content phase finalizes what we return */
+        ngx_queue_remove(&sub->queue);
+        sub->linked = 0;
+        sub->closed = 1;
+        r->main->count--;
+        return NGX_ERROR;
+    }
+
     /* from now on live updates wait for the replay's answer */
     sub->replaying = (sub->replay != NULL);
-
-    ngx_http_whatsapp_sse_close_dropped(rl);
 
     return NGX_DONE;
 }
