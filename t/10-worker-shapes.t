@@ -120,16 +120,22 @@ is(row("SELECT count(*) FROM conversations WHERE unread_count <> "
 
 # --- realtime events
 my $updates = $redis->cmd('XRANGE', 'wa:updates', '-', '+');
-my %events;
+my (%events, @unscoped);
 for my $u (@$updates) {
     my %f = @{ $u->[1] };
     $events{ $f{event} }++;
-    decode_json($f{data});
+    my $data = decode_json($f{data});
+    # what the SSE relay filters assigned-only agents on (nothing is
+    # assigned here)
+    push @unscoped, "$f{event} $f{data}"
+        if $f{event} =~ /^message\./
+           && !(exists $data->{assignee} && !defined $data->{assignee});
 }
 ok($events{'message.new'}, "message.new published ($events{'message.new'})");
 ok($events{'message.echo'}, 'message.echo published');
 ok($events{'conversation.update'}, 'conversation.update published');
 ok($events{'template.status'}, 'template.status published');
+is_deeply(\@unscoped, [], 'message events carry "assignee": null');
 is(row('SELECT count(*) FROM update_outbox'), '0', 'outbox drained');
 
 is($worker->stop, 0, 'SIGTERM: exit status 0');

@@ -177,12 +177,21 @@ is(q1("SELECT count(*) FROM conversations c JOIN messages m "
       . "ON m.wamid = c.last_message_id WHERE m.sent_at < ALL "
       . "(SELECT max(sent_at) FROM messages x WHERE x.conversation_id = c.id)"),
    0, 'last message is the newest');
-my %ev;
+my (%ev, @unscoped);
 for my $u (@{ $redis->cmd('XRANGE', 'a:updates', '-', '+') }) {
     my %f = @{ $u->[1] };
     $ev{ $f{event} }++;
+    # no conversation is assigned here: every message event says so, with
+    # "assignee" right after conversation_id (the SSE relay's filter)
+    push @unscoped, "$f{event} $f{data}"
+        if $f{event} =~ /^message\./
+           && ($f{data} !~ /"conversation_id" ?: ?"[^"]+", ?"assignee" ?:/
+               || defined decode_json($f{data})->{assignee});
 }
 ok($ev{'message.status'}, "message.status published ($ev{'message.status'})");
+ok($ev{'message.new'} && $ev{'message.echo'}, 'message.new, .echo published');
+is_deeply(\@unscoped, [], 'message events: "assignee": null, after '
+          . 'conversation_id');
 
 like(q1("SELECT profile_name FROM contacts WHERE customer_id = "
         . "'$customers[0]' AND phone_number_id = '$pns[0][0]'"),

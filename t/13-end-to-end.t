@@ -4,6 +4,7 @@ use strict;
 use warnings;
 use IO::Select;
 use IO::Socket::INET;
+use JSON::PP;
 use Test::More;
 use WaTest;
 
@@ -54,6 +55,17 @@ my ($id) = $msg =~ /(\d+-\d+) \{"event":"message\.new"/;
 my $entry = $redis->cmd('XRANGE', 'wa:updates', $id, $id);
 is(scalar @$entry, 1, 'the pub/sub id is the wa:updates stream id');
 
+# the relay filters assigned-only agents on the data's "assignee", present
+# (null) while the conversation is unassigned
+my %first = @{ $entry->[0][1] };
+my $data = decode_json($first{data});
+ok(exists $data->{assignee} && !defined $data->{assignee},
+   'message.new of an unassigned conversation: "assignee": null');
+like($first{data}, qr/^\{"phone_number_id"\s*:\s*"106540352242922",\s*
+                      "conversation_id"\s*:\s*"[-0-9a-f]{36}",\s*
+                      "assignee"\s*:\s*null,\s*"message"\s*:/x,
+     'assignee at the top level, right after conversation_id');
+
 # an API write (here: marking the conversation read) leaves its event in
 # the outbox; the module's "wake" entry has the worker publish it at once,
 # not at the next periodic sweep (claim_idle_ms / 2 = 30 s)
@@ -74,6 +86,57 @@ like($msg, qr/conversation\.update.*"unread_count": ?0/,
 ok($w->drained(5), 'the wake entry is acknowledged');
 is($pg->query('SELECT count(*) FROM update_outbox'), "0\n",
    'and the outbox row deleted');
+
+# --- once the conversation is assigned, its message events name the agent
+$pg->query("UPDATE conversations SET assignee = 'agent-x'");
+my $last = $redis->cmd('XREVRANGE', 'wa:updates', '+', '-',
+                       'COUNT', 1)->[0][0];
+
+sub change {
+    my ($field, %v) = @_;
+    return { field => $field, value => {
+        messaging_product => 'whatsapp',
+        metadata => { display_phone_number => '15550783881',
+                      phone_number_id => '106540352242922' }, %v } };
+}
+
+sub deliver {
+    my ($name, @changes) = @_;
+    my $res = http_request($nginx->port, undef, undef, undef, undef,
+        raw => signed_post('/webhook', 's3cret', encode_json({
+            object => 'whatsapp_business_account',
+            entry => [ { id => '102290129340398',
+                         changes => \@changes } ] })));
+    is($res->{status}, 200, "$name: Meta gets 200");
+    ok($w->drained(20), "$name: the worker took it");
+}
+
+# an answer sent from the phone (echo) and the customer's next message;
+# the answer's status in a later delivery, so that it moves a stored message
+deliver('echo and message', change('smb_message_echoes', message_echoes => [ {
+            from => '15550783881', to => '16505551234', id => 'wamid.e2e.out',
+            timestamp => '1749416400', type => 'text',
+            text => { body => 'an answer' } } ]),
+        change('messages', messages => [ {
+            from => '16505551234', id => 'wamid.e2e.in2',
+            timestamp => '1749416410', type => 'text',
+            text => { body => 'thanks' } } ]));
+deliver('status', change('messages', statuses => [ {
+    id => 'wamid.e2e.out', status => 'delivered', timestamp => '1749416420',
+    recipient_id => '16505551234' } ]));
+
+my @assignee;
+for my $u (@{ $redis->cmd('XRANGE', 'wa:updates', "($last", '+') }) {
+    my %f = @{ $u->[1] };
+    next unless $f{event} =~ /^message\./;
+    my $d = decode_json($f{data});
+    push @assignee, "$f{event} " . ($d->{assignee} // 'null');
+    like($f{data}, qr/"conversation_id" ?: ?"[-0-9a-f]{36}", ?"assignee" ?:/,
+         "$f{event}: assignee right after conversation_id");
+}
+is_deeply([ sort @assignee ], [ 'message.echo agent-x', 'message.new agent-x',
+                                'message.status agent-x' ],
+          'message.echo, message.new and message.status name the assignee');
 
 $w->stop;
 $w->check_logs('end to end');
