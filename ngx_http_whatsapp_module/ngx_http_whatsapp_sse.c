@@ -87,8 +87,10 @@ static ngx_int_t ngx_http_whatsapp_sse_params(ngx_http_request_t *r,
     ngx_http_whatsapp_sse_t *sub, ngx_str_t *msg);
 static ngx_int_t ngx_http_whatsapp_sse_arg(ngx_http_request_t *r,
     char *name, ngx_str_t *value);
-static ngx_array_t *ngx_http_whatsapp_sse_list(ngx_pool_t *pool,
-    ngx_str_t *text, ngx_uint_t max);
+static ngx_array_t *ngx_http_whatsapp_sse_scope(ngx_pool_t *pool,
+    ngx_str_t *literal);
+static ngx_array_t *ngx_http_whatsapp_sse_events(ngx_pool_t *pool,
+    ngx_str_t *text);
 static ngx_uint_t ngx_http_whatsapp_sse_name_ok(ngx_str_t *s, ngx_uint_t dot);
 static ngx_uint_t ngx_http_whatsapp_sse_in(ngx_array_t *list, ngx_str_t *s);
 static ngx_int_t ngx_http_whatsapp_sse_last_event_id(ngx_http_request_t *r,
@@ -330,14 +332,10 @@ ngx_http_whatsapp_sse_params(ngx_http_request_t *r,
     ngx_http_whatsapp_sse_t *sub, ngx_str_t *msg)
 {
     ngx_int_t  rc;
-    ngx_str_t  events, phones, last;
+    ngx_str_t  events, last;
 
     if (sub->scope.phones.data) {
-        /* "{id,id}": the ids between the braces */
-        phones.data = sub->scope.phones.data + 1;
-        phones.len = sub->scope.phones.len - 2;
-
-        sub->phones = ngx_http_whatsapp_sse_list(r->pool, &phones, 0);
+        sub->phones = ngx_http_whatsapp_sse_scope(r->pool, &sub->scope.phones);
         if (sub->phones == NULL) {
             return NGX_ERROR;
         }
@@ -382,8 +380,7 @@ ngx_http_whatsapp_sse_params(ngx_http_request_t *r,
     }
 
     if (events.len) {
-        sub->events = ngx_http_whatsapp_sse_list(r->pool, &events,
-                                                 NGX_HTTP_WHATSAPP_SSE_EVENTS);
+        sub->events = ngx_http_whatsapp_sse_events(r->pool, &events);
         if (sub->events == NULL) {
             ngx_str_set(msg, "invalid events: up to 16 names such as "
                              "message.new, separated by commas");
@@ -444,11 +441,54 @@ ngx_http_whatsapp_sse_arg(ngx_http_request_t *r, char *name, ngx_str_t *value)
 
 
 /*
- * "a,b,c" as an array of names (1..64 of [0-9A-Za-z_.-]); NULL if one is
- * not, or there are more than max (0: no limit).
+ * The scope's numbers from its array literal: "{}" (none), "{id,id}", an
+ * id that reads NULL in quotes ("{\"null\"}"); wa_scope_add() made it, so
+ * the ids are known to be plain.
  */
 static ngx_array_t *
-ngx_http_whatsapp_sse_list(ngx_pool_t *pool, ngx_str_t *text, ngx_uint_t max)
+ngx_http_whatsapp_sse_scope(ngx_pool_t *pool, ngx_str_t *literal)
+{
+    u_char       *p, *end, *comma;
+    ngx_str_t    *id;
+    ngx_array_t  *list;
+
+    list = ngx_array_create(pool, 4, sizeof(ngx_str_t));
+    if (list == NULL || literal->len < 2) {
+        return list;
+    }
+
+    end = literal->data + literal->len - 1;
+
+    for (p = literal->data + 1; p < end; p = comma + 1) {
+        comma = ngx_strlchr(p, end, ',');
+        if (comma == NULL) {
+            comma = end;
+        }
+
+        id = ngx_array_push(list);
+        if (id == NULL) {
+            return NULL;
+        }
+
+        id->data = p;
+        id->len = comma - p;
+
+        if (id->len >= 2 && p[0] == '"') {
+            id->data++;
+            id->len -= 2;
+        }
+    }
+
+    return list;
+}
+
+
+/*
+ * ?events=a,b,c as an array of names (1..64 of [0-9A-Za-z_.-]); NULL if
+ * one is not, or there are too many.
+ */
+static ngx_array_t *
+ngx_http_whatsapp_sse_events(ngx_pool_t *pool, ngx_str_t *text)
 {
     u_char       *p, *end, *comma;
     ngx_str_t    *name;
@@ -476,7 +516,7 @@ ngx_http_whatsapp_sse_list(ngx_pool_t *pool, ngx_str_t *text, ngx_uint_t max)
         name->len = comma - p;
 
         if (name->len == 0 || !ngx_http_whatsapp_sse_name_ok(name, 1)
-            || (max && list->nelts > max))
+            || list->nelts > NGX_HTTP_WHATSAPP_SSE_EVENTS)
         {
             return NULL;
         }
