@@ -115,16 +115,16 @@ test-fuzz: $(FUZZERS)
 	    then tail -n 1 $$f.log; else cat $$f.log; exit 1; fi; \
 	done
 
-# t/0*.t: the module; t/1*.t: the worker (always its ASan/UBSan build).
-# The API's tests (t/08, t/09) apply the migrations with the worker.
+# t/0*.t, t/2*.t: the module; t/1*.t: the worker (always its ASan/UBSan
+# build).  The API's tests (t/08, t/09) apply the migrations with the worker.
 test-module: $(MODULE_SO) $(WORKER_ASAN)
-	WA_MODULE=$(MODULE_SO) WA_WORKER=$(WORKER_ASAN) prove -I t/lib t/0*.t
+	WA_MODULE=$(MODULE_SO) WA_WORKER=$(WORKER_ASAN) prove -I t/lib t/0*.t t/2*.t
 
 # the same suite with the module built with ASan/UBSan and libasan
 # preloaded into NGINX; leaks are checked when each process exits
 test-asan: $(ASAN_SO) $(WORKER_ASAN)
 	WA_MODULE=$(ASAN_SO) WA_WORKER=$(WORKER_ASAN) WA_ASAN=1 \
-	    prove -I t/lib t/0*.t
+	    prove -I t/lib t/0*.t t/2*.t
 
 test-worker: $(WORKER_ASAN) $(MODULE_SO)
 	WA_WORKER=$(WORKER_ASAN) WA_MODULE=$(MODULE_SO) prove -I t/lib t/1*.t

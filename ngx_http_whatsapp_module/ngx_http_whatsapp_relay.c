@@ -27,9 +27,16 @@
 #define NGX_HTTP_WHATSAPP_RELAY_DEADLINE  10000
 #define NGX_HTTP_WHATSAPP_RELAY_COUNT     "1000"
 #define NGX_HTTP_WHATSAPP_RELAY_RETRY     1000
+#define NGX_HTTP_WHATSAPP_RELAY_REPLAYS   8      /* at a time, per process */
 
 
+static ngx_int_t ngx_http_whatsapp_relay_connect(
+    ngx_http_whatsapp_relay_t *rl, ngx_http_whatsapp_redis_t *conn,
+    const char *role, ngx_uint_t max_pending,
+    ngx_http_whatsapp_redis_ready_pt ready, ngx_cycle_t *cycle);
 static void ngx_http_whatsapp_relay_ready(void *data);
+static void ngx_http_whatsapp_relay_replays(void *data);
+static void ngx_http_whatsapp_relay_resume(ngx_event_t *ev);
 static void ngx_http_whatsapp_relay_read(ngx_http_whatsapp_relay_t *rl);
 static void ngx_http_whatsapp_relay_positioned(void *data, redisReply *reply,
     ngx_http_whatsapp_redis_result_e result);
@@ -98,38 +105,67 @@ ngx_int_t
 ngx_http_whatsapp_relay_init_worker(ngx_http_whatsapp_relay_t *rl,
     ngx_cycle_t *cycle)
 {
-    ngx_http_whatsapp_redis_t  *conn = &rl->conn;
-
     ngx_queue_init(&rl->subscribers);
     ngx_queue_init(&rl->closing);
+    ngx_queue_init(&rl->waiting);
 
     rl->tick.handler = ngx_http_whatsapp_sse_tick;
     rl->tick.data = rl;
     rl->tick.log = cycle->log;
+
+    rl->resume.handler = ngx_http_whatsapp_relay_resume;
+    rl->resume.data = rl;
+    rl->resume.log = cycle->log;
 
     rl->retry.handler = ngx_http_whatsapp_relay_retry;
     rl->retry.data = rl;
     rl->retry.log = cycle->log;
     rl->retry.cancelable = 1;
 
-    /* the same server as the commands, a connection of its own */
+    if (ngx_http_whatsapp_relay_connect(rl, &rl->conn, "", 1,
+                                        ngx_http_whatsapp_relay_ready, cycle)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
 
-    /* "127.0.0.1:6379 (wa:updates)" in its log lines */
-    conn->name.len = rl->redis->name.len + rl->key.len + sizeof(" ()") - 1;
+    /* replays of reconnecting browsers: a few at a time, the others wait */
+    return ngx_http_whatsapp_relay_connect(rl, &rl->replays, " replays",
+                                           NGX_HTTP_WHATSAPP_RELAY_REPLAYS,
+                                           ngx_http_whatsapp_relay_replays,
+                                           cycle);
+}
+
+
+/* The same server as the commands, on a connection of its own. */
+static ngx_int_t
+ngx_http_whatsapp_relay_connect(ngx_http_whatsapp_relay_t *rl,
+    ngx_http_whatsapp_redis_t *conn, const char *role,
+    ngx_uint_t max_pending, ngx_http_whatsapp_redis_ready_pt ready,
+    ngx_cycle_t *cycle)
+{
+    size_t  len;
+
+    /* "127.0.0.1:6379 (wa:updates replays)" in its log lines */
+    len = ngx_strlen(role);
+
+    conn->name.len = rl->redis->name.len + rl->key.len + len + sizeof(" ()")
+                     - 1;
     conn->name.data = ngx_pnalloc(cycle->pool, conn->name.len);
     if (conn->name.data == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_sprintf(conn->name.data, "%V (%V)", &rl->redis->name, &rl->key);
+    ngx_sprintf(conn->name.data, "%V (%V%s)", &rl->redis->name, &rl->key,
+                role);
 
     conn->host = rl->redis->host;
     conn->port = rl->redis->port;
     conn->password = rl->redis->password;
     conn->db = rl->redis->db;
     conn->connect_timeout = rl->redis->connect_timeout;
-    conn->max_pending = 1;
-    conn->ready = ngx_http_whatsapp_relay_ready;
+    conn->max_pending = max_pending;
+    conn->ready = ready;
     conn->ready_data = rl;
 
     /* a read blocked in Redis must not keep an exiting worker alive */
@@ -150,7 +186,26 @@ ngx_http_whatsapp_relay_exit_worker(ngx_http_whatsapp_relay_t *rl)
         ngx_del_timer(&rl->tick);
     }
 
+    if (rl->resume.posted) {
+        ngx_delete_posted_event(&rl->resume);
+    }
+
     ngx_http_whatsapp_redis_exit_worker(&rl->conn);
+    ngx_http_whatsapp_redis_exit_worker(&rl->replays);
+}
+
+
+static void
+ngx_http_whatsapp_relay_replays(void *data)
+{
+    ngx_http_whatsapp_sse_resume(data);
+}
+
+
+static void
+ngx_http_whatsapp_relay_resume(ngx_event_t *ev)
+{
+    ngx_http_whatsapp_sse_resume(ev->data);
 }
 
 
@@ -221,6 +276,9 @@ ngx_http_whatsapp_relay_positioned(void *data, redisReply *reply,
                   rl->cursor_len, rl->cursor_text);
 
     ngx_http_whatsapp_relay_read(rl);
+
+    /* reconnects that came before the position was known */
+    ngx_http_whatsapp_sse_resume(rl);
 }
 
 

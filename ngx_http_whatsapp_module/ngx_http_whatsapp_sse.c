@@ -12,7 +12,11 @@
  * live updates are held back, then both are written in order: no gap, no
  * duplicate.  An id the stream no longer holds, or more than
  * whatsapp_sse_replay entries to replay, gives "event: reset" instead:
- * the client reloads what it shows, then carries on live.
+ * the client reloads what it shows, then carries on live.  Replays run on
+ * the relay's replay connection, a few at a time (a whole office
+ * reconnecting at once must not delay the webhook's commands); the others
+ * wait their turn, or for Redis, with the stream open: a browser's
+ * EventSource gives up on an error status, not on a stream that waits.
  *
  * Output: a frame is written once per update and shared; each subscriber
  * keeps the frames NGINX has not sent yet.  Past whatsapp_sse_buffer
@@ -31,6 +35,7 @@
 
 
 #define NGX_HTTP_WHATSAPP_SSE_TICK    1000
+#define NGX_HTTP_WHATSAPP_SSE_REPLAY_TIMEOUT  10000
 #define NGX_HTTP_WHATSAPP_SSE_EVENTS  16     /* names in ?events= */
 
 
@@ -50,6 +55,7 @@ typedef struct {
     ngx_http_whatsapp_relay_t       *relay;
     ngx_http_whatsapp_loc_conf_t    *conf;
     ngx_queue_t                      queue;     /* in relay or "closing" */
+    ngx_queue_t                      wait;      /* in relay's "waiting" */
 
     /* what it may see, and what it asked for */
     ngx_http_whatsapp_scope_t        scope;
@@ -76,7 +82,8 @@ typedef struct {
     ngx_int_t                        close_rc;  /* set: to be closed */
     unsigned                         linked:1;
     unsigned                         counted:1;
-    unsigned                         replaying:1;
+    unsigned                         replaying:1;  /* live ones held */
+    unsigned                         waiting:1;    /* replay not sent */
     unsigned                         closed:1;  /* finalized */
 } ngx_http_whatsapp_sse_t;
 
@@ -95,8 +102,7 @@ static ngx_uint_t ngx_http_whatsapp_sse_name_ok(ngx_str_t *s, ngx_uint_t dot);
 static ngx_uint_t ngx_http_whatsapp_sse_in(ngx_array_t *list, ngx_str_t *s);
 static ngx_int_t ngx_http_whatsapp_sse_last_event_id(ngx_http_request_t *r,
     ngx_str_t *value);
-static ngx_int_t ngx_http_whatsapp_sse_start_replay(
-    ngx_http_whatsapp_sse_t *sub);
+static ngx_int_t ngx_http_whatsapp_sse_replay(ngx_http_whatsapp_sse_t *sub);
 static void ngx_http_whatsapp_sse_replayed(void *data, redisReply *reply,
     ngx_http_whatsapp_redis_result_e result);
 static ngx_http_whatsapp_sse_out_t *ngx_http_whatsapp_sse_replay_frames(
@@ -135,6 +141,7 @@ ngx_http_whatsapp_sse_handler(ngx_http_request_t *r)
     ngx_table_elt_t               *h;
     ngx_http_whatsapp_sse_t       *sub;
     ngx_http_whatsapp_relay_t     *rl;
+    ngx_http_core_loc_conf_t      *clcf;
     ngx_http_whatsapp_loc_conf_t  *wlcf;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
@@ -195,16 +202,8 @@ ngx_http_whatsapp_sse_handler(ngx_http_request_t *r)
     cln->handler = ngx_http_whatsapp_sse_cleanup;
     cln->data = sub;
 
-    /* a replay that cannot start now is better retried than skipped */
-
-    if (ngx_exiting || ngx_http_whatsapp_sse_start_replay(sub) != NGX_OK) {
-        if (ngx_exiting) {
-            ngx_str_set(&msg, "shutting down, reconnect");
-
-        } else {
-            ngx_str_set(&msg, "Redis is unavailable, reconnect");
-        }
-
+    if (ngx_exiting) {
+        ngx_str_set(&msg, "shutting down, reconnect");
         return ngx_http_whatsapp_sse_refuse(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                             "unavailable", &msg);
     }
@@ -240,6 +239,19 @@ ngx_http_whatsapp_sse_handler(ngx_http_request_t *r)
         return rc;
     }
 
+    /* frames are small and must not wait for the previous one's ACK
+     * (Nagle and delayed ACKs: 40 ms); HTTP/2 sets it on its connection */
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (clcf->tcp_nodelay
+#if (NGX_HTTP_V2)
+        && r->stream == NULL
+#endif
+        && ngx_tcp_nodelay(r->connection) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
     r->read_event_handler = ngx_http_test_reading;
     r->write_event_handler = ngx_http_whatsapp_sse_write_handler;
     r->main->count++;
@@ -271,8 +283,24 @@ ngx_http_whatsapp_sse_handler(ngx_http_request_t *r)
         return NGX_ERROR;
     }
 
-    /* from now on live updates wait for the replay's answer */
-    sub->replaying = (sub->replay != NULL);
+    if (rl->positioned
+        && ngx_http_whatsapp_sse_id_cmp(&sub->last, &rl->cursor) >= 0)
+    {
+        sub->after = sub->last;         /* nothing missed */
+
+    } else if (sub->last.ms || sub->last.seq) {
+        sub->replaying = 1;
+        sub->waiting = 1;
+        ngx_queue_insert_tail(&rl->waiting, &sub->wait);
+
+        /* after this handler: resuming may close streams */
+        if (!rl->resume.posted) {
+            ngx_post_event(&rl->resume, &ngx_posted_events);
+        }
+
+    } else {
+        sub->after = rl->cursor;        /* what is yet to come */
+    }
 
     return NGX_DONE;
 }
@@ -608,73 +636,94 @@ ngx_http_whatsapp_sse_last_event_id(ngx_http_request_t *r, ngx_str_t *value)
 
 
 /*
- * Without Last-Event-ID, or with one the relay has not passed, live
- * updates are all there is to send.  Else XRANGE from that id (which
- * must still be in the stream) to the relay's cursor, while live ones
- * (all after the cursor) are held.  NGX_ERROR: Redis is not there.
+ * Starts the replays waiting, in the order they came, as far as the
+ * relay knows its position and its replay connection has room.
  */
-static ngx_int_t
-ngx_http_whatsapp_sse_start_replay(ngx_http_whatsapp_sse_t *sub)
+void
+ngx_http_whatsapp_sse_resume(ngx_http_whatsapp_relay_t *rl)
 {
-    u_char                     count[NGX_INT_T_LEN];
-    size_t                     argvlen[6];
-    ngx_str_t                  from;
-    const char                *argv[6];
-    ngx_http_whatsapp_relay_t  *rl = sub->relay;
-
-    if (sub->last.ms == 0 && sub->last.seq == 0) {
-        sub->after = rl->cursor;    /* what is yet to come */
-        return NGX_OK;
-    }
-
-    if (rl->positioned
-        && ngx_http_whatsapp_sse_id_cmp(&sub->last, &rl->cursor) >= 0)
-    {
-        sub->after = sub->last;
-        return NGX_OK;
-    }
+    ngx_queue_t              *q, *next;
+    ngx_http_whatsapp_sse_t  *sub;
 
     if (!rl->positioned) {
-        return NGX_ERROR;
+        return;
     }
 
-    sub->after = rl->cursor;
-    sub->upto_len = rl->cursor_len;
-    ngx_memcpy(sub->upto, rl->cursor_text, rl->cursor_len);
+    for (q = ngx_queue_head(&rl->waiting);
+         q != ngx_queue_sentinel(&rl->waiting);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        sub = ngx_queue_data(q, ngx_http_whatsapp_sse_t, wait);
 
-    from.data = ngx_pnalloc(sub->request->pool, NGX_HTTP_WHATSAPP_SSE_ID_LEN);
-    if (from.data == NULL) {
-        return NGX_ERROR;
+        if (ngx_http_whatsapp_sse_replay(sub) != NGX_OK) {
+            continue;
+        }
+
+        ngx_queue_remove(q);
+        sub->waiting = 0;
+
+        if (!sub->replaying) {
+            ngx_http_whatsapp_sse_write(sub);    /* nothing to replay */
+        }
     }
 
-    from.len = ngx_sprintf(from.data, "%uL-%uL", sub->last.ms, sub->last.seq)
-               - from.data;
+    ngx_http_whatsapp_sse_close_dropped(rl);
+}
+
+
+/*
+ * A Last-Event-ID the relay has passed: XRANGE from it (it must still be
+ * in the stream) to the relay's cursor; live updates, all after the
+ * cursor, are held until the answer.  One the relay has not passed needs
+ * nothing.  NGX_AGAIN: not now (no room, Redis away).
+ */
+static ngx_int_t
+ngx_http_whatsapp_sse_replay(ngx_http_whatsapp_sse_t *sub)
+{
+    u_char                      count[NGX_INT_T_LEN];
+    u_char                      from[NGX_HTTP_WHATSAPP_SSE_ID_LEN];
+    size_t                      argvlen[6];
+    const char                 *argv[6];
+    ngx_http_whatsapp_relay_t  *rl = sub->relay;
+
+    if (ngx_http_whatsapp_sse_id_cmp(&sub->last, &rl->cursor) >= 0) {
+        sub->after = sub->last;
+        sub->replaying = 0;
+        return NGX_OK;
+    }
 
     argv[0] = "XRANGE";
     argv[1] = (const char *) rl->key.data;
-    argv[2] = (const char *) from.data;
-    argv[3] = (const char *) sub->upto;
+    argv[2] = (const char *) from;
+    argv[3] = (const char *) rl->cursor_text;
     argv[4] = "COUNT";
     argv[5] = (const char *) count;
 
     argvlen[0] = sizeof("XRANGE") - 1;
     argvlen[1] = rl->key.len;
-    argvlen[2] = from.len;
-    argvlen[3] = sub->upto_len;
+    argvlen[2] = ngx_sprintf(from, "%uL-%uL", sub->last.ms, sub->last.seq)
+                 - from;
+    argvlen[3] = rl->cursor_len;
     argvlen[4] = sizeof("COUNT") - 1;
 
     /* the entry of Last-Event-ID itself, and one more than may be
      * replayed to know there are too many */
     argvlen[5] = ngx_sprintf(count, "%ui", sub->conf->sse_replay + 2) - count;
 
-    if (ngx_http_whatsapp_redis_send(rl->redis, 6, argv, argvlen,
-                                     sub->conf->redis_timeout,
+    if (ngx_http_whatsapp_redis_send(&rl->replays, 6, argv, argvlen,
+                                     NGX_HTTP_WHATSAPP_SSE_REPLAY_TIMEOUT,
                                      ngx_http_whatsapp_sse_replayed, sub,
                                      &sub->replay)
         != NGX_OK)
     {
-        return NGX_ERROR;
+        return NGX_AGAIN;
     }
+
+    /* what the replay covers is no longer live: held from after it */
+    sub->after = rl->cursor;
+    sub->upto_len = rl->cursor_len;
+    ngx_memcpy(sub->upto, rl->cursor_text, rl->cursor_len);
 
     return NGX_OK;
 }
@@ -700,7 +749,7 @@ ngx_http_whatsapp_sse_replayed(void *data, redisReply *reply,
         ngx_log_error(NGX_LOG_INFO, sub->request->connection->log, 0,
                       "whatsapp: replay failed, closing the stream");
         ngx_http_whatsapp_sse_drop(sub, NGX_ERROR);
-        ngx_http_whatsapp_sse_close_dropped(sub->relay);
+        ngx_http_whatsapp_sse_resume(sub->relay);
         return;
     }
 
@@ -755,7 +804,7 @@ ngx_http_whatsapp_sse_replayed(void *data, redisReply *reply,
         ngx_http_whatsapp_sse_write(sub);
     }
 
-    ngx_http_whatsapp_sse_close_dropped(sub->relay);
+    ngx_http_whatsapp_sse_resume(sub->relay);
 }
 
 
@@ -853,7 +902,7 @@ ngx_http_whatsapp_sse_route(ngx_http_whatsapp_relay_t *rl,
         next = ngx_queue_next(q);
         sub = ngx_queue_data(q, ngx_http_whatsapp_sse_t, queue);
 
-        if (sub->close_rc
+        if (sub->close_rc || sub->waiting
             || ngx_http_whatsapp_sse_id_cmp(&u->id, &sub->after) <= 0
             || !ngx_http_whatsapp_sse_match(sub, u))
         {
@@ -1215,6 +1264,11 @@ ngx_http_whatsapp_sse_finish(ngx_http_whatsapp_sse_t *sub)
         sub->replay = NULL;
     }
 
+    if (sub->waiting) {
+        ngx_queue_remove(&sub->wait);
+        sub->waiting = 0;
+    }
+
     if (rc == NGX_OK) {
         rc = ngx_http_send_special(r, NGX_HTTP_LAST);
         rc = (rc == NGX_ERROR) ? NGX_ERROR : NGX_OK;
@@ -1288,6 +1342,10 @@ ngx_http_whatsapp_sse_cleanup(void *data)
 
     if (sub->replay) {
         ngx_http_whatsapp_redis_abandon(sub->replay);
+    }
+
+    if (sub->waiting) {
+        ngx_queue_remove(&sub->wait);
     }
 
     if (sub->counted) {

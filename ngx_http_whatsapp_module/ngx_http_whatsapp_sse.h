@@ -4,9 +4,10 @@
  *
  * Two halves, one file each:
  *   ngx_http_whatsapp_relay.c  one reader of wa:updates per worker process
- *                              (XREAD BLOCK on its own Redis connection):
- *                              turns each entry into an update and a frame
- *                              and hands it to the subscribers;
+ *                              (XREAD BLOCK on its own Redis connection,
+ *                              replays on another): turns each entry into
+ *                              an update and a frame and hands it to the
+ *                              subscribers;
  *   ngx_http_whatsapp_sse.c    the whatsapp_events requests: scope and
  *                              filters, replay after Last-Event-ID, writes
  *                              bounded per client, heartbeats, shutdown.
@@ -61,11 +62,14 @@ typedef struct {
 /* The reader of one updates stream in this worker process. */
 typedef struct {
     /* configuration */
-    ngx_http_whatsapp_redis_t          *redis;   /* commands (replays) */
+    ngx_http_whatsapp_redis_t          *redis;   /* whose server to read */
     ngx_str_t                           key;     /* prefix + "updates" */
 
     /* state of this worker process */
     ngx_http_whatsapp_redis_t           conn;    /* its own connection */
+    ngx_http_whatsapp_redis_t           replays; /* and one for replays */
+    ngx_queue_t                         waiting; /* replays yet to send */
+    ngx_event_t                         resume;  /* posted: send them */
     ngx_http_whatsapp_redis_cmd_t      *cmd;     /* the read in flight */
     ngx_http_whatsapp_sse_id_t          cursor;  /* the last id seen */
     u_char                              cursor_text[NGX_HTTP_WHATSAPP_SSE_ID_LEN];
@@ -110,6 +114,7 @@ void ngx_http_whatsapp_sse_frame_release(ngx_http_whatsapp_sse_frame_t *f);
 void ngx_http_whatsapp_sse_route(ngx_http_whatsapp_relay_t *rl,
     ngx_http_whatsapp_sse_update_t *u);
 void ngx_http_whatsapp_sse_flush(ngx_http_whatsapp_relay_t *rl);
+void ngx_http_whatsapp_sse_resume(ngx_http_whatsapp_relay_t *rl);
 void ngx_http_whatsapp_sse_tick(ngx_event_t *ev);
 ngx_int_t ngx_http_whatsapp_sse_handler(ngx_http_request_t *r);
 
