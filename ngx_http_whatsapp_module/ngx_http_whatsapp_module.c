@@ -8,6 +8,12 @@
 #define NGX_HTTP_WHATSAPP_DEFAULT_PREFIX       "wa:"
 #define NGX_HTTP_WHATSAPP_DEFAULT_MAX_PENDING  1024
 
+/* what nginx -t says to a location that serves agents without whatsapp_auth */
+#define NGX_HTTP_WHATSAPP_AUTH_MISSING                                        \
+    "whatsapp_auth: add \"whatsapp_auth jwt KEYFILE;\", "                      \
+    "\"whatsapp_auth scope $agent $phones;\" or, to serve it "                 \
+    "unauthenticated, \"whatsapp_auth off;\""
+
 
 static ngx_int_t ngx_http_whatsapp_postconfiguration(ngx_conf_t *cf);
 static void *ngx_http_whatsapp_create_main_conf(ngx_conf_t *cf);
@@ -370,9 +376,7 @@ ngx_http_whatsapp_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     if (conf->api.line) {
 
         if (conf->auth.mode == NGX_HTTP_WHATSAPP_AUTH_UNSET) {
-            missing = "whatsapp_auth: add \"whatsapp_auth jwt KEYFILE;\", "
-                      "\"whatsapp_auth scope $agent $phones;\" or, to serve "
-                      "it unauthenticated, \"whatsapp_auth off;\"";
+            missing = NGX_HTTP_WHATSAPP_AUTH_MISSING;
 
         } else if (conf->postgres == NULL) {
             missing = "whatsapp_postgres in the http or server block";
@@ -425,9 +429,7 @@ ngx_http_whatsapp_merge_events(ngx_conf_t *cf,
     const char  *missing;
 
     if (conf->auth.mode == NGX_HTTP_WHATSAPP_AUTH_UNSET) {
-        missing = "whatsapp_auth: add \"whatsapp_auth jwt KEYFILE;\", "
-                  "\"whatsapp_auth scope $agent $phones;\" or, to serve "
-                  "it unauthenticated, \"whatsapp_auth off;\"";
+        missing = NGX_HTTP_WHATSAPP_AUTH_MISSING;
 
     } else if (conf->redis == NULL) {
         missing = "whatsapp_redis in the http or server block";
@@ -992,6 +994,47 @@ ngx_http_whatsapp_request_body(ngx_http_request_t *r, ngx_uint_t terminate,
     body->len = p - body->data;
 
     return NGX_OK;
+}
+
+
+/*
+ * How many times a request header came, and the last of them: a header
+ * that may come once must be refused when it came twice.
+ */
+ngx_uint_t
+ngx_http_whatsapp_header_in(ngx_http_request_t *r, ngx_str_t *name,
+    ngx_table_elt_t **found)
+{
+    ngx_uint_t        i, n;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    n = 0;
+    *found = NULL;
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == name->len
+            && ngx_strncasecmp(h[i].key.data, name->data, name->len) == 0)
+        {
+            n++;
+            *found = &h[i];
+        }
+    }
+
+    return n;
 }
 
 

@@ -110,6 +110,8 @@ extern ngx_module_t  ngx_http_whatsapp_module;
 ngx_int_t ngx_http_whatsapp_webhook_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_whatsapp_request_body(ngx_http_request_t *r,
     ngx_uint_t terminate, ngx_str_t *body);
+ngx_uint_t ngx_http_whatsapp_header_in(ngx_http_request_t *r,
+    ngx_str_t *name, ngx_table_elt_t **found);
 
 /* secrets and keys are small: a bigger file is a wrong path */
 #define NGX_HTTP_WHATSAPP_FILE_MAX  65536

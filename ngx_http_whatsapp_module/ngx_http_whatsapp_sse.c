@@ -98,6 +98,8 @@ static ngx_array_t *ngx_http_whatsapp_sse_scope(ngx_pool_t *pool,
     ngx_str_t *literal);
 static ngx_array_t *ngx_http_whatsapp_sse_events(ngx_pool_t *pool,
     ngx_str_t *text);
+static ngx_array_t *ngx_http_whatsapp_sse_split(ngx_pool_t *pool,
+    ngx_str_t *text);
 static ngx_uint_t ngx_http_whatsapp_sse_name_ok(ngx_str_t *s, ngx_uint_t dot);
 static ngx_uint_t ngx_http_whatsapp_sse_in(ngx_array_t *list, ngx_str_t *s);
 static ngx_int_t ngx_http_whatsapp_sse_last_event_id(ngx_http_request_t *r,
@@ -476,34 +478,24 @@ ngx_http_whatsapp_sse_arg(ngx_http_request_t *r, char *name, ngx_str_t *value)
 static ngx_array_t *
 ngx_http_whatsapp_sse_scope(ngx_pool_t *pool, ngx_str_t *literal)
 {
-    u_char       *p, *end, *comma;
-    ngx_str_t    *id;
+    ngx_str_t    *id, inner;
+    ngx_uint_t    i;
     ngx_array_t  *list;
 
-    list = ngx_array_create(pool, 4, sizeof(ngx_str_t));
-    if (list == NULL || literal->len < 2) {
-        return list;
+    inner.data = literal->data + 1;
+    inner.len = (literal->len >= 2) ? literal->len - 2 : 0;
+
+    list = ngx_http_whatsapp_sse_split(pool, &inner);
+    if (list == NULL) {
+        return NULL;
     }
 
-    end = literal->data + literal->len - 1;
+    id = list->elts;
 
-    for (p = literal->data + 1; p < end; p = comma + 1) {
-        comma = ngx_strlchr(p, end, ',');
-        if (comma == NULL) {
-            comma = end;
-        }
-
-        id = ngx_array_push(list);
-        if (id == NULL) {
-            return NULL;
-        }
-
-        id->data = p;
-        id->len = comma - p;
-
-        if (id->len >= 2 && p[0] == '"') {
-            id->data++;
-            id->len -= 2;
+    for (i = 0; i < list->nelts; i++) {
+        if (id[i].len >= 2 && id[i].data[0] == '"') {
+            id[i].data++;
+            id[i].len -= 2;
         }
     }
 
@@ -518,13 +510,41 @@ ngx_http_whatsapp_sse_scope(ngx_pool_t *pool, ngx_str_t *literal)
 static ngx_array_t *
 ngx_http_whatsapp_sse_events(ngx_pool_t *pool, ngx_str_t *text)
 {
-    u_char       *p, *end, *comma;
     ngx_str_t    *name;
+    ngx_uint_t    i;
+    ngx_array_t  *list;
+
+    list = ngx_http_whatsapp_sse_split(pool, text);
+
+    if (list == NULL || list->nelts == 0
+        || list->nelts > NGX_HTTP_WHATSAPP_SSE_EVENTS)
+    {
+        return NULL;
+    }
+
+    name = list->elts;
+
+    for (i = 0; i < list->nelts; i++) {
+        if (name[i].len == 0 || !ngx_http_whatsapp_sse_name_ok(&name[i], 1)) {
+            return NULL;
+        }
+    }
+
+    return list;
+}
+
+
+/* "a,b,c" as the strings between commas; "" gives none */
+static ngx_array_t *
+ngx_http_whatsapp_sse_split(ngx_pool_t *pool, ngx_str_t *text)
+{
+    u_char       *p, *end, *comma;
+    ngx_str_t    *item;
     ngx_array_t  *list;
 
     list = ngx_array_create(pool, 4, sizeof(ngx_str_t));
-    if (list == NULL) {
-        return NULL;
+    if (list == NULL || text->len == 0) {
+        return list;
     }
 
     end = text->data + text->len;
@@ -535,19 +555,13 @@ ngx_http_whatsapp_sse_events(ngx_pool_t *pool, ngx_str_t *text)
             comma = end;
         }
 
-        name = ngx_array_push(list);
-        if (name == NULL) {
+        item = ngx_array_push(list);
+        if (item == NULL) {
             return NULL;
         }
 
-        name->data = p;
-        name->len = comma - p;
-
-        if (name->len == 0 || !ngx_http_whatsapp_sse_name_ok(name, 1)
-            || list->nelts > NGX_HTTP_WHATSAPP_SSE_EVENTS)
-        {
-            return NULL;
-        }
+        item->data = p;
+        item->len = comma - p;
     }
 
     return list;
@@ -603,32 +617,13 @@ ngx_http_whatsapp_sse_in(ngx_array_t *list, ngx_str_t *s)
 static ngx_int_t
 ngx_http_whatsapp_sse_last_event_id(ngx_http_request_t *r, ngx_str_t *value)
 {
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
 
-    part = &r->headers_in.headers.part;
-    h = part->elts;
+    static ngx_str_t  name = ngx_string("Last-Event-ID");
 
-    for (i = 0; /* void */ ; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == sizeof("Last-Event-ID") - 1
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "Last-Event-ID",
-                               sizeof("Last-Event-ID") - 1) == 0)
-        {
-            *value = h[i].value;
-            return NGX_OK;
-        }
+    if (ngx_http_whatsapp_header_in(r, &name, &h)) {
+        *value = h->value;
+        return NGX_OK;
     }
 
     return ngx_http_whatsapp_sse_arg(r, "last_event_id", value);

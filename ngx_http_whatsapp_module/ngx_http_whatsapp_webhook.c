@@ -190,36 +190,12 @@ static ngx_int_t
 ngx_http_whatsapp_signature(ngx_http_request_t *r,
     u_char digest[WA_SHA256_LEN])
 {
-    ngx_uint_t        i, found;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h, *signature;
+    ngx_uint_t        found;
+    ngx_table_elt_t  *signature;
 
     static ngx_str_t  name = ngx_string("X-Hub-Signature-256");
 
-    found = 0;
-    signature = NULL;
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == name.len
-            && ngx_strncasecmp(h[i].key.data, name.data, name.len) == 0)
-        {
-            found++;
-            signature = &h[i];
-        }
-    }
+    found = ngx_http_whatsapp_header_in(r, &name, &signature);
 
     if (found != 1) {
         return NGX_DECLINED;
