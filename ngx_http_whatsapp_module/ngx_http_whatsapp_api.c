@@ -82,8 +82,6 @@ static ngx_int_t ngx_http_whatsapp_api_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *code, ngx_str_t *message);
 static ngx_int_t ngx_http_whatsapp_api_respond(ngx_http_request_t *r,
     ngx_uint_t status, ngx_str_t *body);
-static ngx_int_t ngx_http_whatsapp_api_header(ngx_http_request_t *r,
-    char *name, ngx_str_t *value);
 static const char *ngx_http_whatsapp_api_cstr(ngx_http_request_t *r,
     ngx_str_t *s);
 static ngx_uint_t ngx_http_whatsapp_api_text(u_char *p, size_t len);
@@ -899,15 +897,9 @@ ngx_http_whatsapp_api_error(ngx_http_request_t *r, ngx_uint_t status,
 {
     ngx_str_t  body;
 
-    body.len = sizeof("{\"error\":{\"code\":\"\",\"message\":\"\"}}") - 1
-               + ngx_strlen(code) + message->len;
-    body.data = ngx_pnalloc(r->pool, body.len);
-    if (body.data == NULL) {
+    if (ngx_http_whatsapp_error_json(r, code, message, &body) != NGX_OK) {
         return NGX_ERROR;
     }
-
-    ngx_sprintf(body.data, "{\"error\":{\"code\":\"%s\",\"message\":\"%V\"}}",
-                code, message);
 
     return ngx_http_whatsapp_api_respond(r, status, &body);
 }
@@ -939,20 +931,20 @@ ngx_http_whatsapp_api_respond(ngx_http_request_t *r, ngx_uint_t status,
 
     ngx_str_set(&v, "no-store");
 
-    if (ngx_http_whatsapp_api_header(r, "Cache-Control", &v) != NGX_OK) {
+    if (ngx_http_whatsapp_header_out(r, "Cache-Control", &v) != NGX_OK) {
         return NGX_ERROR;
     }
 
     if (status == NGX_HTTP_SERVICE_UNAVAILABLE) {
         ngx_str_set(&v, "1");
 
-        if (ngx_http_whatsapp_api_header(r, "Retry-After", &v) != NGX_OK) {
+        if (ngx_http_whatsapp_header_out(r, "Retry-After", &v) != NGX_OK) {
             return NGX_ERROR;
         }
     }
 
     if (status == NGX_HTTP_NOT_ALLOWED
-        && ngx_http_whatsapp_api_header(r, "Allow", &ctx->allow) != NGX_OK)
+        && ngx_http_whatsapp_header_out(r, "Allow", &ctx->allow) != NGX_OK)
     {
         return NGX_ERROR;
     }
@@ -982,26 +974,6 @@ ngx_http_whatsapp_api_respond(ngx_http_request_t *r, ngx_uint_t status,
     out.next = NULL;
 
     return ngx_http_output_filter(r, &out);
-}
-
-
-static ngx_int_t
-ngx_http_whatsapp_api_header(ngx_http_request_t *r, char *name,
-    ngx_str_t *value)
-{
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    h->hash = 1;
-    h->key.data = (u_char *) name;
-    h->key.len = ngx_strlen(name);
-    h->value = *value;
-
-    return NGX_OK;
 }
 
 
@@ -1170,7 +1142,7 @@ ngx_http_whatsapp_api_header_filter(ngx_http_request_t *r)
 
     ngx_str_set(&v, "no-store");
 
-    if (ngx_http_whatsapp_api_header(r, "Cache-Control", &v) != NGX_OK) {
+    if (ngx_http_whatsapp_header_out(r, "Cache-Control", &v) != NGX_OK) {
         return NGX_ERROR;
     }
 

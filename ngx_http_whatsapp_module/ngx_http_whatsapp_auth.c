@@ -362,8 +362,7 @@ ngx_http_whatsapp_auth_var_scope(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_whatsapp_auth_token(ngx_http_request_t *r, ngx_str_t *token)
 {
-    u_char           *p, *last, *dst, *src;
-    ngx_str_t         raw;
+    u_char           *p, *last;
     ngx_table_elt_t  *h;
 
     static ngx_str_t  cookie = ngx_string("wa_token");
@@ -406,26 +405,7 @@ ngx_http_whatsapp_auth_token(ngx_http_request_t *r, ngx_str_t *token)
         return NGX_OK;
     }
 
-    if (ngx_http_arg(r, (u_char *) "access_token",
-                     sizeof("access_token") - 1, &raw)
-        != NGX_OK)
-    {
-        return NGX_DECLINED;
-    }
-
-    dst = ngx_pnalloc(r->pool, raw.len);
-    if (dst == NULL) {
-        return NGX_ERROR;
-    }
-
-    token->data = dst;
-    src = raw.data;
-
-    ngx_unescape_uri(&dst, &src, raw.len, 0);
-
-    token->len = dst - token->data;
-
-    return NGX_OK;
+    return ngx_http_whatsapp_arg(r, "access_token", token);
 }
 
 

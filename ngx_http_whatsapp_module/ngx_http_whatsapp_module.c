@@ -997,6 +997,77 @@ ngx_http_whatsapp_request_body(ngx_http_request_t *r, ngx_uint_t terminate,
 }
 
 
+/* A response header; name and value must outlive the request. */
+ngx_int_t
+ngx_http_whatsapp_header_out(ngx_http_request_t *r, char *name,
+    ngx_str_t *value)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key.data = (u_char *) name;
+    h->key.len = ngx_strlen(name);
+    h->value = *value;
+
+    return NGX_OK;
+}
+
+
+/* The body of every JSON error: {"error":{"code":..,"message":..}} */
+ngx_int_t
+ngx_http_whatsapp_error_json(ngx_http_request_t *r, const char *code,
+    ngx_str_t *message, ngx_str_t *body)
+{
+    body->len = sizeof("{\"error\":{\"code\":\"\",\"message\":\"\"}}") - 1
+                + ngx_strlen(code) + message->len;
+    body->data = ngx_pnalloc(r->pool, body->len);
+    if (body->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(body->data, "{\"error\":{\"code\":\"%s\",\"message\":\"%V\"}}", code, message);
+
+    return NGX_OK;
+}
+
+
+/*
+ * A query argument, percent-decoded into the request pool; NGX_DECLINED
+ * (and an empty value) when absent.
+ */
+ngx_int_t
+ngx_http_whatsapp_arg(ngx_http_request_t *r, char *name, ngx_str_t *value)
+{
+    u_char     *dst, *src;
+    ngx_str_t   raw;
+
+    ngx_str_null(value);
+
+    if (ngx_http_arg(r, (u_char *) name, ngx_strlen(name), &raw) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    dst = ngx_pnalloc(r->pool, raw.len);
+    if (dst == NULL) {
+        return NGX_ERROR;
+    }
+
+    value->data = dst;
+    src = raw.data;
+
+    ngx_unescape_uri(&dst, &src, raw.len, 0);
+
+    value->len = dst - value->data;
+
+    return NGX_OK;
+}
+
+
 /*
  * How many times a request header came, and the last of them: a header
  * that may come once must be refused when it came twice.

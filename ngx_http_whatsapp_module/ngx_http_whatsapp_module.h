@@ -110,6 +110,12 @@ extern ngx_module_t  ngx_http_whatsapp_module;
 ngx_int_t ngx_http_whatsapp_webhook_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_whatsapp_request_body(ngx_http_request_t *r,
     ngx_uint_t terminate, ngx_str_t *body);
+ngx_int_t ngx_http_whatsapp_arg(ngx_http_request_t *r, char *name,
+    ngx_str_t *value);
+ngx_int_t ngx_http_whatsapp_header_out(ngx_http_request_t *r, char *name,
+    ngx_str_t *value);
+ngx_int_t ngx_http_whatsapp_error_json(ngx_http_request_t *r,
+    const char *code, ngx_str_t *message, ngx_str_t *body);
 ngx_uint_t ngx_http_whatsapp_header_in(ngx_http_request_t *r,
     ngx_str_t *name, ngx_table_elt_t **found);
 

@@ -92,8 +92,6 @@ static ngx_int_t ngx_http_whatsapp_sse_refuse(ngx_http_request_t *r,
     ngx_uint_t status, const char *code, ngx_str_t *message);
 static ngx_int_t ngx_http_whatsapp_sse_params(ngx_http_request_t *r,
     ngx_http_whatsapp_sse_t *sub, ngx_str_t *msg);
-static ngx_int_t ngx_http_whatsapp_sse_arg(ngx_http_request_t *r,
-    char *name, ngx_str_t *value);
 static ngx_array_t *ngx_http_whatsapp_sse_scope(ngx_pool_t *pool,
     ngx_str_t *literal);
 static ngx_array_t *ngx_http_whatsapp_sse_events(ngx_pool_t *pool,
@@ -140,11 +138,13 @@ ngx_http_whatsapp_sse_handler(ngx_http_request_t *r)
     ngx_int_t                      rc;
     ngx_str_t                      msg;
     ngx_pool_cleanup_t            *cln;
-    ngx_table_elt_t               *h;
     ngx_http_whatsapp_sse_t       *sub;
     ngx_http_whatsapp_relay_t     *rl;
     ngx_http_core_loc_conf_t      *clcf;
     ngx_http_whatsapp_loc_conf_t  *wlcf;
+
+    static ngx_str_t  no_cache = ngx_string("no-cache");
+    static ngx_str_t  no = ngx_string("no");
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         ngx_str_set(&msg, "use GET");
@@ -217,23 +217,12 @@ ngx_http_whatsapp_sse_handler(ngx_http_request_t *r)
 
     /* proxies in front must neither cache nor buffer the stream */
 
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
+    if (ngx_http_whatsapp_header_out(r, "Cache-Control", &no_cache) != NGX_OK
+        || ngx_http_whatsapp_header_out(r, "X-Accel-Buffering", &no)
+           != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "Cache-Control");
-    ngx_str_set(&h->value, "no-cache");
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "X-Accel-Buffering");
-    ngx_str_set(&h->value, "no");
 
     rc = ngx_http_send_header(r);
 
@@ -313,40 +302,31 @@ static ngx_int_t
 ngx_http_whatsapp_sse_refuse(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, ngx_str_t *message)
 {
-    ngx_str_t                  type = ngx_string("application/json");
-    ngx_table_elt_t           *h;
+    ngx_int_t                  rc;
     ngx_http_complex_value_t   cv;
+
+    static ngx_str_t  type = ngx_string("application/json");
+    static ngx_str_t  allow = ngx_string("GET, HEAD");
+    static ngx_str_t  retry = ngx_string("1");
 
     ngx_memzero(&cv, sizeof(ngx_http_complex_value_t));
 
-    cv.value.len = sizeof("{\"error\":{\"code\":\"\",\"message\":\"\"}}") - 1
-                   + ngx_strlen(code) + message->len;
-    cv.value.data = ngx_pnalloc(r->pool, cv.value.len);
-    if (cv.value.data == NULL) {
+    if (ngx_http_whatsapp_error_json(r, code, message, &cv.value) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ngx_sprintf(cv.value.data,
-                "{\"error\":{\"code\":\"%s\",\"message\":\"%V\"}}",
-                code, message);
+    if (status == NGX_HTTP_NOT_ALLOWED) {
+        rc = ngx_http_whatsapp_header_out(r, "Allow", &allow);
 
-    if (status == NGX_HTTP_NOT_ALLOWED || status == NGX_HTTP_SERVICE_UNAVAILABLE)
-    {
-        h = ngx_list_push(&r->headers_out.headers);
-        if (h == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
+    } else if (status == NGX_HTTP_SERVICE_UNAVAILABLE) {
+        rc = ngx_http_whatsapp_header_out(r, "Retry-After", &retry);
 
-        h->hash = 1;
+    } else {
+        rc = NGX_OK;
+    }
 
-        if (status == NGX_HTTP_NOT_ALLOWED) {
-            ngx_str_set(&h->key, "Allow");
-            ngx_str_set(&h->value, "GET, HEAD");
-
-        } else {
-            ngx_str_set(&h->key, "Retry-After");
-            ngx_str_set(&h->value, "1");
-        }
+    if (rc != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     return ngx_http_send_response(r, status, &type, &cv);
@@ -361,7 +341,6 @@ static ngx_int_t
 ngx_http_whatsapp_sse_params(ngx_http_request_t *r,
     ngx_http_whatsapp_sse_t *sub, ngx_str_t *msg)
 {
-    ngx_int_t  rc;
     ngx_str_t  events, last;
 
     if (sub->scope.phones.data) {
@@ -371,14 +350,17 @@ ngx_http_whatsapp_sse_params(ngx_http_request_t *r,
         }
     }
 
-    rc = ngx_http_whatsapp_sse_arg(r, "phone_number_id", &sub->phone);
-
-    if (rc == NGX_ERROR) {
+    /* an absent argument is an empty one */
+    if (ngx_http_whatsapp_arg(r, "phone_number_id", &sub->phone) == NGX_ERROR
+        || ngx_http_whatsapp_arg(r, "conversation_id", &sub->conversation)
+           == NGX_ERROR
+        || ngx_http_whatsapp_arg(r, "events", &events) == NGX_ERROR
+        || ngx_http_whatsapp_sse_last_event_id(r, &last) == NGX_ERROR)
+    {
         return NGX_ERROR;
     }
 
-    if (rc == NGX_DECLINED || !ngx_http_whatsapp_sse_name_ok(&sub->phone, 0))
-    {
+    if (!ngx_http_whatsapp_sse_name_ok(&sub->phone, 0)) {
         ngx_str_set(msg, "invalid phone_number_id");
         return NGX_HTTP_BAD_REQUEST;
     }
@@ -390,23 +372,9 @@ ngx_http_whatsapp_sse_params(ngx_http_request_t *r,
         return NGX_HTTP_FORBIDDEN;
     }
 
-    rc = ngx_http_whatsapp_sse_arg(r, "conversation_id", &sub->conversation);
-
-    if (rc == NGX_ERROR) {
-        return NGX_ERROR;
-    }
-
-    if (rc == NGX_DECLINED
-        || !ngx_http_whatsapp_sse_name_ok(&sub->conversation, 0))
-    {
+    if (!ngx_http_whatsapp_sse_name_ok(&sub->conversation, 0)) {
         ngx_str_set(msg, "invalid conversation_id");
         return NGX_HTTP_BAD_REQUEST;
-    }
-
-    rc = ngx_http_whatsapp_sse_arg(r, "events", &events);
-
-    if (rc == NGX_ERROR) {
-        return NGX_ERROR;
     }
 
     if (events.len) {
@@ -418,53 +386,13 @@ ngx_http_whatsapp_sse_params(ngx_http_request_t *r,
         }
     }
 
-    rc = ngx_http_whatsapp_sse_last_event_id(r, &last);
-
-    if (rc == NGX_ERROR) {
-        return NGX_ERROR;
-    }
-
-    if (rc == NGX_DECLINED
-        || (last.len
-            && ngx_http_whatsapp_sse_id_parse(last.data, last.len, &sub->last)
-               != NGX_OK))
+    if (last.len
+        && ngx_http_whatsapp_sse_id_parse(last.data, last.len, &sub->last)
+           != NGX_OK)
     {
         ngx_str_set(msg, "invalid Last-Event-ID");
         return NGX_HTTP_BAD_REQUEST;
     }
-
-    return NGX_OK;
-}
-
-
-/* NGX_OK (value len 0 if absent), NGX_DECLINED if not one short token */
-static ngx_int_t
-ngx_http_whatsapp_sse_arg(ngx_http_request_t *r, char *name, ngx_str_t *value)
-{
-    u_char     *dst, *src;
-    ngx_str_t   raw;
-
-    ngx_str_null(value);
-
-    if (ngx_http_arg(r, (u_char *) name, ngx_strlen(name), &raw) != NGX_OK) {
-        return NGX_OK;
-    }
-
-    if (raw.len > 1024) {
-        return NGX_DECLINED;
-    }
-
-    value->data = ngx_pnalloc(r->pool, raw.len);
-    if (value->data == NULL) {
-        return NGX_ERROR;
-    }
-
-    dst = value->data;
-    src = raw.data;
-
-    ngx_unescape_uri(&dst, &src, raw.len, NGX_UNESCAPE_URI);
-
-    value->len = dst - value->data;
 
     return NGX_OK;
 }
@@ -626,7 +554,7 @@ ngx_http_whatsapp_sse_last_event_id(ngx_http_request_t *r, ngx_str_t *value)
         return NGX_OK;
     }
 
-    return ngx_http_whatsapp_sse_arg(r, "last_event_id", value);
+    return ngx_http_whatsapp_arg(r, "last_event_id", value);
 }
 
 

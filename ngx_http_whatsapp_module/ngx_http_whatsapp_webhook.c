@@ -19,8 +19,6 @@ typedef struct {
 
 
 static ngx_int_t ngx_http_whatsapp_handshake(ngx_http_request_t *r);
-static ngx_int_t ngx_http_whatsapp_arg(ngx_http_request_t *r, char *name,
-    ngx_str_t *value);
 static ngx_int_t ngx_http_whatsapp_signature(ngx_http_request_t *r,
     u_char digest[WA_SHA256_LEN]);
 static void ngx_http_whatsapp_body_handler(ngx_http_request_t *r);
@@ -155,33 +153,6 @@ ngx_http_whatsapp_handshake(ngx_http_request_t *r)
 
     return ngx_http_whatsapp_respond(r, NGX_HTTP_WHATSAPP_VERIFIED,
                                      &challenge);
-}
-
-
-/* A query argument, percent-decoded into the request pool. */
-static ngx_int_t
-ngx_http_whatsapp_arg(ngx_http_request_t *r, char *name, ngx_str_t *value)
-{
-    u_char     *dst, *src;
-    ngx_str_t   raw;
-
-    if (ngx_http_arg(r, (u_char *) name, ngx_strlen(name), &raw) != NGX_OK) {
-        return NGX_DECLINED;
-    }
-
-    dst = ngx_pnalloc(r->pool, raw.len);
-    if (dst == NULL) {
-        return NGX_ERROR;
-    }
-
-    value->data = dst;
-    src = raw.data;
-
-    ngx_unescape_uri(&dst, &src, raw.len, 0);
-
-    value->len = dst - value->data;
-
-    return NGX_OK;
 }
 
 
@@ -477,8 +448,9 @@ ngx_http_whatsapp_respond(ngx_http_request_t *r,
     ngx_buf_t        *b;
     ngx_str_t         reason;
     ngx_chain_t       out;
-    ngx_table_elt_t  *h;
 
+    static ngx_str_t  allow = ngx_string("GET, POST");
+    static ngx_str_t  retry = ngx_string(NGX_HTTP_WHATSAPP_RETRY_AFTER);
 
     ngx_http_whatsapp_status_outcome(outcome);
 
@@ -494,20 +466,12 @@ ngx_http_whatsapp_respond(ngx_http_request_t *r,
     if (r->headers_out.status == NGX_HTTP_SERVICE_UNAVAILABLE
         || r->headers_out.status == NGX_HTTP_NOT_ALLOWED)
     {
-        h = ngx_list_push(&r->headers_out.headers);
-        if (h == NULL) {
+        rc = (r->headers_out.status == NGX_HTTP_NOT_ALLOWED)
+             ? ngx_http_whatsapp_header_out(r, "Allow", &allow)
+             : ngx_http_whatsapp_header_out(r, "Retry-After", &retry);
+
+        if (rc != NGX_OK) {
             return NGX_ERROR;
-        }
-
-        h->hash = 1;
-
-        if (r->headers_out.status == NGX_HTTP_NOT_ALLOWED) {
-            ngx_str_set(&h->key, "Allow");
-            ngx_str_set(&h->value, "GET, POST");
-
-        } else {
-            ngx_str_set(&h->key, "Retry-After");
-            ngx_str_set(&h->value, NGX_HTTP_WHATSAPP_RETRY_AFTER);
         }
     }
 
