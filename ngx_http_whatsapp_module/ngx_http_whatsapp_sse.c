@@ -77,14 +77,15 @@ typedef struct {
     ngx_http_whatsapp_sse_out_t     *busy;
     ngx_http_whatsapp_sse_out_t    **busy_last;
     ngx_http_whatsapp_sse_out_t     *free;
+    size_t                           queued;    /* bytes, pending + busy */
     ngx_msec_t                       written;
 
-    ngx_int_t                        close_rc;  /* set: to be closed */
+    ngx_int_t                        close_rc;  /* how, once dropped */
     unsigned                         linked:1;
     unsigned                         counted:1;
     unsigned                         replaying:1;  /* live ones held */
     unsigned                         waiting:1;    /* replay not sent */
-    unsigned                         closed:1;  /* finalized */
+    unsigned                         dropped:1; /* closing or closed */
 } ngx_http_whatsapp_sse_t;
 
 
@@ -265,11 +266,10 @@ ngx_http_whatsapp_sse_handler(ngx_http_request_t *r)
         ngx_http_whatsapp_sse_write(sub);
     }
 
-    if (sub->close_rc) {
+    if (sub->dropped) {
         /* not from here: the content phase finalizes what we return */
         ngx_queue_remove(&sub->queue);
         sub->linked = 0;
-        sub->closed = 1;
         r->main->count--;
         return NGX_ERROR;
     }
@@ -723,7 +723,7 @@ ngx_http_whatsapp_sse_replayed(void *data, redisReply *reply,
         sub->pending = outs;
     }
 
-    if (sub->close_rc == 0) {
+    if (!sub->dropped) {
         ngx_http_whatsapp_sse_write(sub);
     }
 
@@ -825,7 +825,7 @@ ngx_http_whatsapp_sse_route(ngx_http_whatsapp_relay_t *rl,
         next = ngx_queue_next(q);
         sub = ngx_queue_data(q, ngx_http_whatsapp_sse_t, queue);
 
-        if (sub->close_rc || sub->waiting
+        if (sub->dropped || sub->waiting
             || ngx_http_whatsapp_sse_id_cmp(&u->id, &sub->after) <= 0
             || !ngx_http_whatsapp_sse_match(sub, u))
         {
@@ -855,7 +855,7 @@ ngx_http_whatsapp_sse_flush(ngx_http_whatsapp_relay_t *rl)
         next = ngx_queue_next(q);
         sub = ngx_queue_data(q, ngx_http_whatsapp_sse_t, queue);
 
-        if (sub->pending && !sub->replaying && sub->close_rc == 0) {
+        if (sub->pending && !sub->replaying && !sub->dropped) {
             ngx_http_whatsapp_sse_write(sub);
         }
     }
@@ -957,6 +957,8 @@ ngx_http_whatsapp_sse_out(ngx_http_whatsapp_sse_t *sub, u_char *p, size_t len,
 
     o->frame = frame;
     o->next = NULL;
+
+    sub->queued += len;
 
     if (frame) {
         frame->refs++;
@@ -1065,16 +1067,19 @@ ngx_http_whatsapp_sse_write(ngx_http_whatsapp_sse_t *sub)
 }
 
 
-/* Frees the outputs NGINX has sent; returns the bytes still unsent. */
+/*
+ * Frees the outputs NGINX has sent; returns the bytes still unsent, the
+ * live ones held while a replay runs included.
+ */
 static size_t
 ngx_http_whatsapp_sse_reap(ngx_http_whatsapp_sse_t *sub)
 {
-    size_t                        unsent;
     ngx_http_whatsapp_sse_out_t  *o;
 
     while (sub->busy && sub->busy->buf.pos == sub->busy->buf.last) {
         o = sub->busy;
         sub->busy = o->next;
+        sub->queued -= o->buf.end - o->buf.start;
 
         if (o->frame) {
             ngx_http_whatsapp_sse_frame_release(o->frame);
@@ -1086,20 +1091,11 @@ ngx_http_whatsapp_sse_reap(ngx_http_whatsapp_sse_t *sub)
 
     if (sub->busy == NULL) {
         sub->busy_last = &sub->busy;
+        return sub->queued;
     }
 
-    unsent = 0;
-
-    for (o = sub->busy; o; o = o->next) {
-        unsent += o->buf.last - o->buf.pos;
-    }
-
-    /* held while a replay runs */
-    for (o = sub->pending; o; o = o->next) {
-        unsent += o->buf.last - o->buf.pos;
-    }
-
-    return unsent;
+    /* NGINX sends in order: only the first may be partly sent */
+    return sub->queued - (sub->busy->buf.pos - sub->busy->buf.start);
 }
 
 
@@ -1132,10 +1128,11 @@ ngx_http_whatsapp_sse_write_handler(ngx_http_request_t *r)
 static void
 ngx_http_whatsapp_sse_drop(ngx_http_whatsapp_sse_t *sub, ngx_int_t rc)
 {
-    if (sub->close_rc || sub->closed) {
+    if (sub->dropped) {
         return;
     }
 
+    sub->dropped = 1;
     sub->close_rc = rc;
 
     if (sub->linked) {
@@ -1180,8 +1177,6 @@ ngx_http_whatsapp_sse_finish(ngx_http_whatsapp_sse_t *sub)
     c = r->connection;
     rc = sub->close_rc;
 
-    sub->closed = 1;
-
     if (sub->replay) {
         ngx_http_whatsapp_redis_abandon(sub->replay);
         sub->replay = NULL;
@@ -1222,7 +1217,7 @@ ngx_http_whatsapp_sse_tick(ngx_event_t *ev)
         next = ngx_queue_next(q);
         sub = ngx_queue_data(q, ngx_http_whatsapp_sse_t, queue);
 
-        if (ngx_exiting || ngx_terminate || ngx_quit) {
+        if (ngx_exiting) {
             ngx_http_whatsapp_sse_drop(sub, NGX_OK);
             continue;
         }
