@@ -18,17 +18,18 @@ CFLAGS_TEST := -g -O1 -Wall -Wextra -Werror $(SANITIZE) -Icommon
 # What building, running and testing need, all from Debian.
 DEB_PKGS := nginx nginx-dev libhiredis-dev libyajl-dev libpq-dev \
             libcurl4-openssl-dev libssl-dev redis-server redis-tools \
-            postgresql libinih-dev gcc make clang libclang-rt-14-dev curl wrk \
-            perl
+            postgresql libinih-dev gcc make clang libclang-rt-14-dev curl \
+            wrk perl
 
 MODULE_SRCS := config $(wildcard ngx_http_whatsapp_module/*.[ch]) \
                $(wildcard common/*.[ch])
 
 WORKER_SRCS := $(wildcard worker/*.c)
 WORKER_DEPS := $(WORKER_SRCS) $(wildcard worker/*.h)
-WORKER_LIBS := -lhiredis -lpq -lyajl -linih
+WORKER_LIBS := -lhiredis -lpq -lyajl -linih -lcurl -lcrypto -lpthread
 WORKER      := $(BUILD)/whatsapp-worker
 WORKER_ASAN := $(BUILD)/asan/whatsapp-worker
+SIM         := $(BUILD)/wa-graph-sim
 WORKER_CFLAGS := -Wall -Wextra -Werror -Iworker \
                  -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
 
@@ -48,7 +49,7 @@ deps:
 	        apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 
-build: $(MODULE_SO) $(WORKER)
+build: $(MODULE_SO) $(WORKER) $(SIM)
 
 # $(1): output .so, $(2): build dir, $(3): extra compiler/linker flags
 define ngx_module_build
@@ -74,12 +75,8 @@ $(BUILD)/unit/%: t/unit/%.c common/*.c common/*.h | deps
 	mkdir -p $(BUILD)/unit
 	cc $(CFLAGS_TEST) -o $@ $< common/*.c -lcrypto -lyajl
 
-$(BUILD)/fuzz/fuzz_signature: t/fuzz/fuzz_signature.c common/*.[ch] | deps
-	mkdir -p $(BUILD)/fuzz
-	clang -g -O1 -fsanitize=fuzzer,address,undefined -Icommon -o $@ \
-	    $< common/*.c -lcrypto -lyajl
-
-$(BUILD)/fuzz/fuzz_jwt: t/fuzz/fuzz_jwt.c common/*.[ch] | deps
+# fuzzers of common/: signature, jwt, send
+$(BUILD)/fuzz/fuzz_%: t/fuzz/fuzz_%.c common/*.[ch] | deps
 	mkdir -p $(BUILD)/fuzz
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -Icommon -o $@ \
 	    $< common/*.c -lcrypto -lyajl
@@ -88,6 +85,12 @@ $(BUILD)/fuzz/fuzz_parse: t/fuzz/fuzz_parse.c worker/wa_parse.[ch] | deps
 	mkdir -p $(BUILD)/fuzz
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -Iworker -o $@ \
 	    $< worker/wa_parse.c -lyajl
+
+# the Graph API simulator (tests, make run, bench/send)
+$(SIM): $(wildcard sim/*.[ch]) common/*.[ch] | deps
+	mkdir -p $(BUILD)
+	cc -g -O2 -Wall -Wextra -Werror -Icommon -o $@ $(wildcard sim/*.c) \
+	    common/*.c -lyajl -lcrypto
 
 # whatsapp-worker: a plain build for `make run`, a sanitized one for tests
 $(WORKER): $(WORKER_DEPS) | deps
@@ -126,11 +129,13 @@ test-asan: $(ASAN_SO) $(WORKER_ASAN)
 	WA_MODULE=$(ASAN_SO) WA_WORKER=$(WORKER_ASAN) WA_ASAN=1 \
 	    prove -I t/lib t/0*.t t/2*.t
 
-test-worker: $(WORKER_ASAN) $(MODULE_SO)
-	WA_WORKER=$(WORKER_ASAN) WA_MODULE=$(MODULE_SO) prove -I t/lib t/1*.t
+# t/3*.t: sending, with the Graph API simulator
+test-worker: $(WORKER_ASAN) $(MODULE_SO) $(SIM)
+	WA_WORKER=$(WORKER_ASAN) WA_MODULE=$(MODULE_SO) WA_GRAPH_SIM=$(SIM) \
+	    prove -I t/lib t/1*.t t/3*.t
 
 run: deps build
-	conf/run.sh $(MODULE_SO) $(WORKER)
+	conf/run.sh $(MODULE_SO) $(WORKER) $(SIM)
 
 bench: deps build
 	bench/ingest $(MODULE_SO)

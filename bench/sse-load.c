@@ -7,6 +7,9 @@
  *                      [-k KEY] HOST:PORT[/PATH]
  *   sse-load transport [-r RATE] [-d SECONDS] [-s BYTES] [-k KEY]
  *                      [-m both|subscribe|xread] HOST:PORT
+ *   sse-load webhook   [-c N] [-w WINDOW] [-g GRACE_MS] [-r RATE]
+ *                      [-d SECONDS] [-n CUSTOMERS] -a APP_SECRET
+ *                      -u WEBHOOK_PATH HOST:PORT/PATH
  *
  * hold       opens N SSE connections (GET, HTTP/1.1, chunked or not),
  *            WINDOW at a time, from one thread with one epoll loop, and
@@ -36,12 +39,30 @@
  *            through an XREAD BLOCK 5000 COUNT 1000 STREAMS KEY <last id>
  *            loop, one thread each (-m: only one of them); prints the
  *            latency of each.
+ * webhook    end to end (bench/sse-e2e): opens N SSE connections to PATH as
+ *            "latency" does; once all are set up ("READY"), a second thread
+ *            POSTs RATE Meta webhooks/s for SECONDS to WEBHOOK_PATH on the
+ *            same server (one keep-alive connection, each answer awaited,
+ *            paced as "publish"), each signed with HMAC-SHA256 of
+ *            APP_SECRET (X-Hub-Signature-256) and holding one inbound text
+ *            message with a unique wamid, from its own customer number (-n:
+ *            cycling through CUSTOMERS numbers instead), whose text starts
+ *            "bench-e2e t=<us> seq=<n>", t the CLOCK_REALTIME when the POST
+ *            was built.  Every "message.new" frame of every connection
+ *            carrying that text is timed, receive - t; other events are
+ *            counted (other_frames).  Once the POSTs are done it waits, as
+ *            "latency" after "expect", for every connection to have every
+ *            message answered 2xx, or GRACE_MS without one.  Prints the
+ *            subscribers' RESULT line and a WEBHOOK line (the POSTs: how
+ *            many, answers, POST -> answer latency).  stdin is not read.
+ *            Needs -DSSE_LOAD_WEBHOOK and -lcrypto (OpenSSL's HMAC).
  *
  * Results are printed as one "RESULT key=value ..." line each (bench/sse
  * parses them).  Latencies are kept in a log-linear histogram (exact below
  * 1.024 ms, within 0.2 % above): nothing is sampled.
  *
  * Build: cc -O2 -Wall -Wextra -pthread -o sse-load sse-load.c -lhiredis
+ *        (webhook mode: add -DSSE_LOAD_WEBHOOK ... -lcrypto)
  */
 
 #define _GNU_SOURCE
@@ -68,6 +89,11 @@
 #include <unistd.h>
 
 #include <hiredis/hiredis.h>
+
+#ifdef SSE_LOAD_WEBHOOK
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#endif
 
 
 #define READ_SIZE      65536          /* one read() per readable socket */
@@ -107,6 +133,9 @@ typedef struct {
     double       seconds;       /* -d */
     long         size;          /* -s: bytes of event data */
     const char  *receivers;     /* -m: transport: both, subscribe, xread */
+    const char  *secret;        /* -a: webhook: the app secret */
+    const char  *webhook_path;  /* -u: webhook: where to POST */
+    long         customers;     /* -n: webhook: 0, one number per message */
 } opts_t;
 
 
@@ -120,7 +149,10 @@ usage(void)
         "       sse-load publish   -t redis|http [-r RATE] [-d SECONDS]"
         " [-s BYTES] [-k KEY] HOST:PORT[/PATH]\n"
         "       sse-load transport [-r RATE] [-d SECONDS] [-s BYTES]"
-        " [-k KEY] [-m both|subscribe|xread] HOST:PORT\n");
+        " [-k KEY] [-m both|subscribe|xread] HOST:PORT\n"
+        "       sse-load webhook   [-c N] [-w WINDOW] [-g GRACE_MS] [-r RATE]"
+        " [-d SECONDS] [-n CUSTOMERS] -a APP_SECRET -u WEBHOOK_PATH"
+        " HOST:PORT/PATH\n");
     exit(2);
 }
 
@@ -258,13 +290,21 @@ hist_ms(const hist_t *h, double q)      /* quantile q, in milliseconds */
 
 
 static void
+hist_print_as(const hist_t *h, const char *prefix)     /* "post_p50_ms=" */
+{
+    printf("%sp50_ms=%.3f %sp90_ms=%.3f %sp99_ms=%.3f %sp999_ms=%.3f"
+           " %smax_ms=%.3f %smean_ms=%.3f",
+           prefix, hist_ms(h, 0.50), prefix, hist_ms(h, 0.90),
+           prefix, hist_ms(h, 0.99), prefix, hist_ms(h, 0.999),
+           prefix, (double) h->max / 1000,
+           prefix, h->n ? h->sum / (double) h->n / 1000 : 0.0);
+}
+
+
+static void
 hist_print(const hist_t *h)
 {
-    printf("p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f p999_ms=%.3f max_ms=%.3f"
-           " mean_ms=%.3f",
-           hist_ms(h, 0.50), hist_ms(h, 0.90), hist_ms(h, 0.99),
-           hist_ms(h, 0.999), (double) h->max / 1000,
-           h->n ? h->sum / (double) h->n / 1000 : 0.0);
+    hist_print_as(h, "");
 }
 
 
@@ -646,10 +686,14 @@ http_feed(http_t *h, const char *p, size_t n, body_fn fn, void *ctx)
 
 typedef void (*event_fn)(void *ctx, const char *data, size_t len);
 
+#define EVENT_NAME_MAX  32
+
 typedef struct {
     buf_t     line;
     buf_t     data;         /* the "data:" lines of the event so far */
     uint64_t  comments;     /* ": ..." lines (heartbeats) */
+    size_t    event_len;    /* its "event:" name so far (cut at the max) */
+    char      event[EVENT_NAME_MAX];
 } sse_t;
 
 
@@ -664,6 +708,7 @@ sse_line(sse_t *s, const char *line, size_t len, event_fn fn, void *ctx)
             fn(ctx, s->data.p, s->data.len);
             s->data.len = 0;
         }
+        s->event_len = 0;
         return 0;
     }
 
@@ -675,15 +720,23 @@ sse_line(sse_t *s, const char *line, size_t len, event_fn fn, void *ctx)
     colon = memchr(line, ':', len);
     name_len = colon ? (size_t) (colon - line) : len;
 
-    if (name_len != 4 || memcmp(line, "data", 4) != 0) {
-        return 0;                           /* id, event, retry: not needed */
-    }
-
     value = colon ? colon + 1 : line + len;
     value_len = (size_t) (line + len - value);
     if (value_len && value[0] == ' ') {
         value++;
         value_len--;
+    }
+
+    if (name_len == 5 && memcmp(line, "event", 5) == 0) {
+        /* the webhook mode tells message.new from the others */
+        s->event_len = value_len < EVENT_NAME_MAX ? value_len
+                                                  : EVENT_NAME_MAX;
+        memcpy(s->event, value, s->event_len);
+        return 0;
+    }
+
+    if (name_len != 4 || memcmp(line, "data", 4) != 0) {
+        return 0;                           /* id, retry: not needed */
     }
 
     if (s->data.len && buf_append(&s->data, "\n", 1) != 0) {
@@ -819,6 +872,7 @@ typedef struct {
     int64_t              now;           /* real_us of the current read */
     int64_t              last_frame;    /* mono_ns of the last timed frame */
     bool                 stdin_polled;  /* stdin is not a pipe: read it each turn */
+    event_fn             on_event;      /* each SSE event of a connection */
     hist_t               hist;
     char                 first_error[160];
 } load_t;
@@ -924,7 +978,7 @@ on_sse_body(void *ctx, const char *p, size_t n)
 {
     sub_t  *s = ctx;
 
-    if (sse_feed(&s->sse, p, n, on_sse_event, s) != 0) {
+    if (sse_feed(&s->sse, p, n, the_load->on_event, s) != 0) {
         s->bad = true;
     }
 }
@@ -1060,6 +1114,7 @@ load_setup(load_t *l, const opts_t *o)
 
     memset(l, 0, sizeof(*l));
     l->o = o;
+    l->on_event = on_sse_event;
     the_load = l;
 
     if (make_addr(o, &l->addr) != 0) {
@@ -1333,11 +1388,17 @@ discard(void *ctx, const char *p, size_t n)
 }
 
 
-/* POST one event over the keep-alive connection; wait for the answer */
+/*
+ * POST data to path over the keep-alive connection, with more header lines
+ * (each ended by CRLF) in `extra`; waits for the whole answer, its status
+ * in p->http.status.  Returns -1 (and says why on stderr) when the
+ * connection failed or the answer was malformed, 0 otherwise.
+ */
 static int
-http_send(pub_t *p, const char *data, size_t len)
+http_exchange(pub_t *p, const char *path, const char *extra,
+    const char *data, size_t len)
 {
-    char          head[512], buf[4096];
+    char          head[1024], buf[4096];
     struct iovec  iov[2];
     ssize_t       n;
 
@@ -1348,8 +1409,8 @@ http_send(pub_t *p, const char *data, size_t len)
     iov[0].iov_base = head;
     iov[0].iov_len = (size_t) snprintf(head, sizeof(head),
         "POST %s HTTP/1.1\r\nHost: %s:%d\r\n"
-        "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
-        p->o->path, p->o->host, p->o->port, len);
+        "Content-Type: application/json\r\n%sContent-Length: %zu\r\n\r\n",
+        path, p->o->host, p->o->port, extra, len);
     iov[1].iov_base = (void *) data;
     iov[1].iov_len = len;
 
@@ -1377,6 +1438,18 @@ http_send(pub_t *p, const char *data, size_t len)
     if (p->http.close) {            /* keepalive_requests reached */
         close(p->fd);
         p->fd = -1;
+    }
+
+    return 0;
+}
+
+
+/* POST one event over the keep-alive connection; wait for the answer */
+static int
+http_send(pub_t *p, const char *data, size_t len)
+{
+    if (http_exchange(p, p->o->path, "", data, len) != 0) {
+        return -1;
     }
 
     if (p->http.status < 200 || p->http.status > 299) {
@@ -1680,6 +1753,392 @@ run_transport(const opts_t *o)
 }
 
 
+/* --- webhook: Meta's POSTs in, message.new out (bench/sse-e2e) ---------------------- */
+
+#ifdef SSE_LOAD_WEBHOOK
+
+#define E2E_MARK      "bench-e2e t="    /* the text of every message starts so */
+#define E2E_SEQ       " seq="
+#define E2E_SEQ_MAX   ((uint64_t) 1 << 32)
+#define E2E_EVENT     "message.new"
+
+/* what one connection has seen of the webhooks' messages */
+typedef struct {
+    uint8_t   *seen;        /* a bit per seq: duplicates told from reorders */
+    size_t     cap;         /* bytes of seen */
+    uint64_t   next_seq;    /* the highest seq seen + 1 */
+    uint64_t   reordered;   /* arrived after a later one (not an error) */
+    uint64_t   other;       /* frames of other events */
+} wsub_t;
+
+/* the thread that POSTs the webhooks */
+typedef struct {
+    const opts_t  *o;
+    pub_t          pub;             /* its keep-alive connection */
+    pthread_t      thread;
+    hist_t         hist;            /* POST written -> whole answer read */
+    uint64_t       scheduled;
+    uint64_t       sent;            /* POSTs written */
+    uint64_t       ok;              /* answered 2xx: every stream expects them */
+    uint64_t       non2xx;
+    uint64_t       errors;          /* connection failed, answer malformed */
+    int            first_bad;       /* the first non-2xx status */
+    int64_t        max_behind;      /* ns behind its schedule */
+    double         seconds;
+    int            done;            /* set (atomically) when it is finished */
+} poster_t;
+
+static wsub_t    *wsubs;
+static poster_t   poster;           /* its histogram is 224 KB */
+
+
+/*
+ * One delivery as Meta sends it: one inbound text message with a unique
+ * wamid, from customer number 1555<8 digits> (its own unless -n), its text
+ * led by the send time and the sequence number.
+ */
+static size_t
+webhook_body(char *buf, size_t cap, uint64_t seq, int64_t t, long customers)
+{
+    uint64_t  c = customers > 0 ? seq % (uint64_t) customers : seq;
+    int       n;
+
+    n = snprintf(buf, cap,
+        "{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":"
+        "\"102290129340398\",\"changes\":[{\"value\":{\"messaging_product\":"
+        "\"whatsapp\",\"metadata\":{\"display_phone_number\":\"15550783881\","
+        "\"phone_number_id\":\"106540352242922\"},\"contacts\":[{\"profile\":"
+        "{\"name\":\"Bench Customer %" PRIu64 "\"},\"wa_id\":\"1555%08" PRIu64
+        "\"}],\"messages\":[{\"from\":\"1555%08" PRIu64 "\",\"id\":"
+        "\"wamid.BENCHE2E%010" PRIu64 "\",\"timestamp\":\"%" PRId64 "\","
+        "\"type\":\"text\",\"text\":{\"body\":\"" E2E_MARK "%" PRId64 E2E_SEQ
+        "%" PRIu64 " Hi! I ordered the blue kettle last week (order 48213)"
+        " and it still has not shipped. Could you tell me when it will"
+        " arrive?\"}}]},\"field\":\"messages\"}]}]}",
+        c, c, c, seq, t / 1000000, t, seq);
+
+    return (n < 0 || (size_t) n >= cap) ? 0 : (size_t) n;
+}
+
+
+/* X-Hub-Signature-256's hex: HMAC-SHA256 of the body with the app secret */
+static int
+webhook_sign(const char *secret, const char *body, size_t len, char hex[65])
+{
+    unsigned char  md[EVP_MAX_MD_SIZE];
+    unsigned int   mdlen = 0, i;
+
+    if (HMAC(EVP_sha256(), secret, (int) strlen(secret),
+             (const unsigned char *) body, len, md, &mdlen) == NULL
+        || mdlen != 32)
+    {
+        return -1;
+    }
+
+    for (i = 0; i < mdlen; i++) {
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    }
+
+    return 0;
+}
+
+
+static void
+poster_close(poster_t *ps)
+{
+    if (ps->pub.fd >= 0) {
+        close(ps->pub.fd);
+        ps->pub.fd = -1;
+    }
+}
+
+
+/*
+ * RATE POSTs/s for SECONDS on an absolute schedule, as publish_paced: a
+ * late one is caught up, not dropped, and it stops one second after the
+ * schedule ends.  Each answer is awaited (10 s at most).  A failed POST is
+ * counted and the next one goes on a new connection; 100 failures in a
+ * row end it.
+ */
+static void *
+poster_main(void *arg)
+{
+    poster_t        *ps = arg;
+    const opts_t    *o = ps->o;
+    struct timeval   tv = { 10, 0 };
+    uint64_t         i, total = (uint64_t) (o->rate * o->seconds + 0.5);
+    int64_t          start, deadline, due, behind, t, t0;
+    unsigned         failures = 0;
+    size_t           len;
+    char             body[2048], sig[65], extra[128];
+
+    ps->scheduled = total;
+    start = mono_ns();
+    deadline = start + (int64_t) ((o->seconds + 1) * 1e9);
+
+    for (i = 0; i < total && !stop_signal; i++) {
+        due = start + (int64_t) ((double) i * 1e9 / o->rate);
+        sleep_until_ns(due);
+
+        if (stop_signal || mono_ns() > deadline) {
+            break;
+        }
+
+        behind = mono_ns() - due;
+        if (behind > ps->max_behind) {
+            ps->max_behind = behind;
+        }
+
+        if (ps->pub.fd < 0) {
+            if (http_connect(&ps->pub) != 0) {
+                poster_close(ps);
+                ps->errors++;
+                if (++failures >= 100) {
+                    break;
+                }
+                continue;
+            }
+            setsockopt(ps->pub.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        }
+
+        t = real_us();
+        len = webhook_body(body, sizeof(body), i, t, o->customers);
+        if (len == 0 || webhook_sign(o->secret, body, len, sig) != 0) {
+            fprintf(stderr, "sse-load: cannot build or sign a webhook\n");
+            ps->errors++;
+            break;
+        }
+        snprintf(extra, sizeof(extra), "X-Hub-Signature-256: sha256=%s\r\n",
+                 sig);
+
+        ps->sent++;
+        t0 = mono_ns();
+        if (http_exchange(&ps->pub, o->webhook_path, extra, body, len) != 0) {
+            poster_close(ps);
+            ps->errors++;
+            if (++failures >= 100) {
+                break;
+            }
+            continue;
+        }
+        failures = 0;
+        hist_add(&ps->hist, (mono_ns() - t0) / 1000);
+
+        if (ps->pub.http.status >= 200 && ps->pub.http.status <= 299) {
+            ps->ok++;
+        } else {
+            ps->non2xx++;
+            if (ps->first_bad == 0) {
+                ps->first_bad = ps->pub.http.status;
+            }
+        }
+    }
+
+    ps->seconds = (double) (mono_ns() - start) / 1e9;
+    poster_close(ps);
+    __atomic_store_n(&ps->done, 1, __ATOMIC_RELEASE);
+
+    return NULL;
+}
+
+
+/*
+ * One SSE event of a connection: message.new frames with the mark are
+ * timed (the first of each seq; a repeat is a duplicate, counted in
+ * rx.frames and rx.dups as in "latency"), others counted.
+ */
+static void
+on_webhook_event(void *ctx, const char *data, size_t len)
+{
+    sub_t     *s = ctx;
+    wsub_t    *w = &wsubs[s - the_load->subs];
+    rx_t      *rx = &s->rx;
+    uint64_t   t, seq;
+    size_t     byte, cap;
+    uint8_t   *p;
+
+    if (s->sse.event_len != sizeof(E2E_EVENT) - 1
+        || memcmp(s->sse.event, E2E_EVENT, sizeof(E2E_EVENT) - 1) != 0)
+    {
+        w->other++;
+        return;
+    }
+
+    if (!find_number(data, len, E2E_MARK, &t)
+        || !find_number(data, len, E2E_SEQ, &seq) || seq >= E2E_SEQ_MAX)
+    {
+        rx->untimed++;              /* not one of ours */
+        return;
+    }
+
+    if ((int64_t) t < rx->since) {
+        rx->replayed++;
+        return;
+    }
+
+    rx->frames++;
+    the_load->last_frame = mono_ns();
+
+    byte = (size_t) (seq / 8);
+    if (byte >= w->cap) {
+        cap = w->cap ? w->cap : 64;
+        while (cap <= byte) {
+            cap *= 2;
+        }
+        p = realloc(w->seen, cap);
+        if (p == NULL) {
+            rx->untimed++;
+            return;
+        }
+        memset(p + w->cap, 0, cap - w->cap);
+        w->seen = p;
+        w->cap = cap;
+    }
+
+    if (w->seen[byte] & (1u << (seq % 8))) {
+        rx->dups++;
+        return;
+    }
+    w->seen[byte] |= (uint8_t) (1u << (seq % 8));
+
+    if (seq < w->next_seq) {
+        w->reordered++;
+    } else {
+        w->next_seq = seq + 1;
+    }
+
+    hist_add(&the_load->hist, the_load->now - (int64_t) t);
+}
+
+
+static int
+run_webhook(const opts_t *o)
+{
+    struct epoll_event  evs[MAX_EVENTS];
+    static load_t       l;
+    uint64_t            expect = 0, other = 0, reordered = 0;
+    int64_t             start, ready_ns = 0;
+    bool                told = false, posting = false, posted = false;
+    long                k;
+    int                 i, n;
+
+    if (o->secret == NULL || o->webhook_path == NULL) {
+        usage();
+    }
+
+    if (load_setup(&l, o) != 0) {
+        return 1;
+    }
+
+    /* stdin is not read: the POSTs start once every stream is up */
+    epoll_ctl(l.ep, EPOLL_CTL_DEL, STDIN_FILENO, NULL);
+    l.stdin_polled = false;
+    l.on_event = on_webhook_event;
+
+    wsubs = calloc((size_t) o->conns, sizeof(wsub_t));
+    if (wsubs == NULL) {
+        perror("sse-load");
+        return 1;
+    }
+
+    poster.o = o;
+    poster.pub.o = o;
+    poster.pub.fd = -1;
+    http_reset(&poster.pub.http);
+
+    start = mono_ns();
+    l.last_frame = start;
+
+    while (!stop_signal) {
+        load_top_up(&l);
+
+        if (!told && l.next == o->conns && l.pending == 0) {
+            ready_ns = mono_ns() - start;
+            printf("READY established=%ld failed=%ld connect_s=%.3f\n",
+                   l.streaming, l.failed, (double) ready_ns / 1e9);
+            fflush(stdout);
+            told = true;
+
+            if (pthread_create(&poster.thread, NULL, poster_main, &poster)
+                != 0)
+            {
+                perror("sse-load: pthread_create");
+                break;
+            }
+            posting = true;
+        }
+
+        if (posting && !posted
+            && __atomic_load_n(&poster.done, __ATOMIC_ACQUIRE))
+        {
+            posted = true;
+            expect = poster.ok;
+            l.last_frame = mono_ns();       /* the grace starts now */
+        }
+
+        if (posted
+            && (load_complete(&l, expect)
+                || mono_ns() - l.last_frame > o->grace_ms * 1000000))
+        {
+            break;
+        }
+
+        n = epoll_wait(l.ep, evs, MAX_EVENTS, 100);
+        if (n < 0 && errno != EINTR) {
+            perror("sse-load: epoll_wait");
+            break;
+        }
+
+        for (i = 0; i < n; i++) {
+            if (evs[i].data.ptr != NULL) {
+                load_event(&l, &evs[i]);
+            }
+        }
+    }
+
+    if (posting) {
+        pthread_join(poster.thread, NULL);  /* stops at once on a signal */
+        if (!posted) {
+            expect = poster.ok;
+        }
+    }
+
+    load_report(&l, "webhook", expect, (double) ready_ns / 1e9);
+
+    for (k = 0; k < o->conns; k++) {
+        other += wsubs[k].other;
+        reordered += wsubs[k].reordered;
+    }
+
+    printf("WEBHOOK scheduled=%" PRIu64 " sent=%" PRIu64 " ok=%" PRIu64
+           " non2xx=%" PRIu64 " first_bad_status=%d errors=%" PRIu64
+           " seconds=%.3f max_behind_ms=%.3f other_frames=%" PRIu64
+           " reordered=%" PRIu64 " ", poster.scheduled, poster.sent,
+           poster.ok, poster.non2xx, poster.first_bad, poster.errors,
+           poster.seconds, (double) poster.max_behind / 1e6, other,
+           reordered);
+    hist_print_as(&poster.hist, "post_");
+    printf("\n");
+    fflush(stdout);
+
+    return (!posted || l.failed || l.lost || poster.non2xx || poster.errors)
+           ? 1 : 0;
+}
+
+#else
+
+static int
+run_webhook(const opts_t *o)
+{
+    (void) o;
+    fprintf(stderr, "sse-load: the webhook mode needs OpenSSL: build with"
+                    " -DSSE_LOAD_WEBHOOK ... -lcrypto\n");
+    return 2;
+}
+
+#endif
+
+
 /* --- main ---------------------------------------------------------------------------- */
 
 static void
@@ -1711,7 +2170,7 @@ parse_options(int argc, char **argv, opts_t *o)
     o->mode = argv[1];
 
     optind = 2;
-    while ((c = getopt(argc, argv, "c:w:g:r:d:s:t:k:m:")) != -1) {
+    while ((c = getopt(argc, argv, "c:w:g:r:d:s:t:k:m:a:u:n:")) != -1) {
         switch (c) {
         case 'c': o->conns = atol(optarg); break;
         case 'w': o->window = atol(optarg); break;
@@ -1722,13 +2181,16 @@ parse_options(int argc, char **argv, opts_t *o)
         case 't': o->kind = optarg; break;
         case 'k': o->key = optarg; break;
         case 'm': o->receivers = optarg; break;
+        case 'a': o->secret = optarg; break;
+        case 'u': o->webhook_path = optarg; break;
+        case 'n': o->customers = atol(optarg); break;
         default: usage();
         }
     }
 
     if (optind != argc - 1 || parse_target(argv[optind], o) != 0
         || o->conns < 1 || o->window < 1 || o->rate <= 0 || o->seconds < 0
-        || o->size < 0 || o->size > LINE_MAX_LEN / 2
+        || o->size < 0 || o->size > LINE_MAX_LEN / 2 || o->customers < 0
         || (strcmp(o->kind, "redis") != 0 && strcmp(o->kind, "http") != 0)
         || (strcmp(o->receivers, "both") != 0
             && strcmp(o->receivers, "subscribe") != 0
@@ -1765,6 +2227,9 @@ main(int argc, char **argv)
     }
     if (strcmp(o.mode, "transport") == 0) {
         return run_transport(&o);
+    }
+    if (strcmp(o.mode, "webhook") == 0) {
+        return run_webhook(&o);
     }
 
     usage();

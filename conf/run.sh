@@ -1,22 +1,29 @@
 #!/usr/bin/env bash
-# `make run`: Redis and NGINX with the module on loopback, in the
-# foreground; Ctrl-C stops exactly what this script started.
+# `make run`: Redis, PostgreSQL, the worker, NGINX with the module and the
+# Graph API simulator (Meta's stand-in) on loopback, in the foreground;
+# Ctrl-C stops exactly what this script started.
 #
-# Ports: WA_HTTP_PORT (8080), WA_REDIS_PORT (6380), WA_PG_PORT (5480).
+# Ports: WA_HTTP_PORT (8080), WA_REDIS_PORT (6380), WA_PG_PORT (5480),
+# WA_SIM_PORT (8090).  Real credentials: set WA_SENDER_GRAPH_URL (e.g.
+# https://graph.facebook.com) and store each number's token with
+# `whatsapp-worker token set ID`; the simulator is then not started.
 # State (secrets, Redis AOF, the PostgreSQL cluster, logs): build/run/.
 
 set -euo pipefail
 
 module=$(realpath "${1:-build/ngx_http_whatsapp_module.so}")
 worker=$(realpath "${2:-build/whatsapp-worker}")
+sim=$(realpath "${3:-build/wa-graph-sim}")
 top=$(cd "$(dirname "$0")/.." && pwd)
 prefix=$top/build/run
 http_port=${WA_HTTP_PORT:-8080}
 redis_port=${WA_REDIS_PORT:-6380}
 pg_port=${WA_PG_PORT:-5480}
+sim_port=${WA_SIM_PORT:-8090}
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 pids=()
 sigs=()
+names=()
 
 # newest first, each with its own graceful signal
 stop() {
@@ -38,9 +45,9 @@ port_free() {
     ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
-for p in "$http_port" "$redis_port" "$pg_port"; do
+for p in "$http_port" "$redis_port" "$pg_port" "$sim_port"; do
     if ! port_free "$p"; then
-        echo "port $p is in use; set WA_HTTP_PORT / WA_REDIS_PORT / WA_PG_PORT" >&2
+        echo "port $p is in use; set WA_HTTP_PORT / WA_REDIS_PORT / WA_PG_PORT / WA_SIM_PORT" >&2
         exit 1
     fi
 done
@@ -52,7 +59,9 @@ chmod 755 "$prefix"
 [ -s "$prefix/app_secret" ] || openssl rand -hex 16 > "$prefix/app_secret"
 [ -s "$prefix/verify_token" ] || openssl rand -hex 8 > "$prefix/verify_token"
 [ -s "$prefix/jwt_secret" ] || openssl rand -hex 32 > "$prefix/jwt_secret"
+[ -s "$prefix/token_key" ] || openssl rand -hex 32 > "$prefix/token_key"
 chmod 644 "$prefix/app_secret" "$prefix/verify_token" "$prefix/jwt_secret"
+chmod 600 "$prefix/token_key"
 
 # a development token (HS256, 24 h, every number); your login service
 # issues the real ones
@@ -70,7 +79,7 @@ token=$jwt_head.$jwt_body.$jwt_sig
 # then stops them in order
 setsid redis-server "$top/conf/redis.conf" --port "$redis_port" --bind 127.0.0.1 \
     --dir "$prefix/redis" --daemonize no --logfile "$prefix/logs/redis.log" &
-pids+=($!) sigs+=(TERM)
+pids+=($!) sigs+=(TERM) names+=(Redis)
 
 for _ in $(seq 50); do
     redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
@@ -91,7 +100,7 @@ setsid setpriv --reuid=postgres --regid=postgres --init-groups \
     "$pg_bin/postgres" -D "$prefix/pg" -p "$pg_port" -c listen_addresses=127.0.0.1 \
     -c unix_socket_directories="$prefix/pg" \
     >> "$prefix/logs/postgres.log" 2>&1 &
-pids+=($!) sigs+=(INT)
+pids+=($!) sigs+=(INT) names+=(PostgreSQL)
 
 for _ in $(seq 100); do
     psql -h 127.0.0.1 -p "$pg_port" -U postgres -Atc 'SELECT 1' \
@@ -107,12 +116,27 @@ export WA_REDIS_PORT=$redis_port
 export WA_POSTGRES_CONNINFO="host=127.0.0.1 port=$pg_port dbname=wa user=postgres"
 export WA_WORKER_SQL_DIR=$top/sql
 export WA_WORKER_CONSUMER=run
+export WA_SENDER_TOKEN_KEY_FILE=$prefix/token_key
 
 "$worker" -c "$top/conf/whatsapp-worker.conf" migrate \
     >> "$prefix/logs/worker.log" 2>&1
+
+# Meta's stand-in: answers sends with wamids and posts signed status
+# webhooks (sent, delivered, read) back to the webhook below
+pn=106540352242922
+if [ -z "${WA_SENDER_GRAPH_URL:-}" ]; then
+    setsid "$sim" --listen "127.0.0.1:$sim_port" \
+        --webhook "http://127.0.0.1:$http_port/whatsapp/webhook" \
+        --app-secret-file "$prefix/app_secret" --status-delay-ms 500 \
+        >> "$prefix/logs/graph-sim.log" 2>&1 &
+    pids+=($!) sigs+=(TERM) names+=("the Graph API simulator")
+    export WA_SENDER_GRAPH_URL=http://127.0.0.1:$sim_port
+    echo "dev-token-$pn" | "$worker" -c "$top/conf/whatsapp-worker.conf" \
+        token set "$pn" >> "$prefix/logs/worker.log" 2>&1
+fi
 setsid "$worker" -c "$top/conf/whatsapp-worker.conf" \
     >> "$prefix/logs/worker.log" 2>&1 &
-pids+=($!) sigs+=(TERM)
+pids+=($!) sigs+=(TERM) names+=(whatsapp-worker)
 
 sed -e "s|@MODULE@|$module|" -e "s|@PREFIX@|$prefix|g" \
     -e "s|@HTTP_PORT@|$http_port|" -e "s|@REDIS_PORT@|$redis_port|" \
@@ -121,7 +145,7 @@ sed -e "s|@MODULE@|$module|" -e "s|@PREFIX@|$prefix|g" \
 
 nginx -t -q -p "$prefix/" -c "$prefix/nginx.conf" -e "$prefix/logs/error.log"
 setsid nginx -p "$prefix/" -c "$prefix/nginx.conf" -e "$prefix/logs/error.log" &
-pids+=($!) sigs+=(QUIT)
+pids+=($!) sigs+=(QUIT) names+=(NGINX)
 
 for _ in $(seq 50); do
     port_free "$http_port" || break
@@ -132,8 +156,8 @@ url=http://127.0.0.1:$http_port/whatsapp/webhook
 
 cat <<MSG
 
-  WhatsApp gateway running on loopback: Redis (pid ${pids[0]}), PostgreSQL
-  (pid ${pids[1]}), whatsapp-worker (pid ${pids[2]}), NGINX (pid ${pids[3]}).
+  WhatsApp gateway running on loopback:$(for i in "${!pids[@]}"; do
+      printf '\n    %-26s pid %s' "${names[i]}" "${pids[i]}"; done)
 
   Webhook URL      $url
   Verify token     $(cat "$prefix/verify_token")   ($prefix/verify_token)
@@ -145,10 +169,15 @@ cat <<MSG
     curl -N -H "Authorization: Bearer $token" http://127.0.0.1:$http_port/whatsapp/events
 
   Send a correctly signed sample event:
-    body=\$(cat t/fixtures/text.json); curl -i $url -H "X-Hub-Signature-256: sha256=\$(printf %s "\$body" | openssl dgst -sha256 -hmac "\$(cat $prefix/app_secret)" -r | cut -d' ' -f1)" --data-binary "\$body"
+    body=\$(sed "s/\\"timestamp\\":\\"[0-9]*/\\"timestamp\\":\\"\$(date +%s)/" t/fixtures/text.json); curl -i $url -H "X-Hub-Signature-256: sha256=\$(printf %s "\$body" | openssl dgst -sha256 -hmac "\$(cat $prefix/app_secret)" -r | cut -d' ' -f1)" --data-binary "\$body"
 
   Meta's verification handshake:
     curl "$url?hub.mode=subscribe&hub.verify_token=\$(cat $prefix/verify_token)&hub.challenge=1234"
+
+  Reply to the customer (inside the 24-hour window the sample opened); the
+  stream shows message.new, then message.status accepted, sent, delivered,
+  read as the simulator's webhooks come back:
+    curl -H "Authorization: Bearer $token" http://127.0.0.1:$http_port/whatsapp/api/messages -d '{"phone_number_id":"$pn","to":"+16505551234","type":"text","text":{"body":"Yes, in blue."}}'
 
   See what was stored, through the agent API (a 24-hour development token):
     curl -H "Authorization: Bearer $token" http://127.0.0.1:$http_port/whatsapp/api/conversations

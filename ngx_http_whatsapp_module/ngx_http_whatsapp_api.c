@@ -27,7 +27,9 @@ typedef enum {
     NGX_HTTP_WHATSAPP_API_READ,
     NGX_HTTP_WHATSAPP_API_MESSAGES,
     NGX_HTTP_WHATSAPP_API_SUMMARY,
-    NGX_HTTP_WHATSAPP_API_STATS
+    NGX_HTTP_WHATSAPP_API_STATS,
+    NGX_HTTP_WHATSAPP_API_SEND,
+    NGX_HTTP_WHATSAPP_API_MESSAGE_READ
 } ngx_http_whatsapp_api_stmt_e;
 
 
@@ -39,6 +41,7 @@ typedef struct {
     unsigned                             id:1;     /* the "*" segment */
     unsigned                             body:1;
     unsigned                             write:1;  /* wake the worker */
+    unsigned                             send:1;   /* a message to check */
 } ngx_http_whatsapp_api_route_t;
 
 
@@ -127,7 +130,18 @@ static ngx_http_whatsapp_postgres_stmt_t  ngx_http_whatsapp_api_stmts[] = {
 
     { NGX_HTTP_WHATSAPP_API_STATS, "wa_api_stats",
       "SELECT status, body FROM wa_api_stats($1::text, $2::text[], "
-      "$3::boolean, $4::text, $5::text, $6::text)", 6 }
+      "$3::boolean, $4::text, $5::text, $6::text)", 6 },
+
+    /* these two also answer a command for the sender (the doorbell) */
+
+    { NGX_HTTP_WHATSAPP_API_SEND, "wa_api_send",
+      "SELECT status, body, command FROM wa_api_send($1::text, $2::text[], "
+      "$3::boolean, $4::text, $5::text, $6::boolean, $7::boolean, $8::text, "
+      "$9::text)", 9 },
+
+    { NGX_HTTP_WHATSAPP_API_MESSAGE_READ, "wa_api_message_read",
+      "SELECT status, body, command FROM wa_api_message_read($1::text, "
+      "$2::text[], $3::boolean, $4::text)", 4 }
 };
 
 
@@ -159,31 +173,37 @@ static char  *ngx_http_whatsapp_api_no_args[] = { NULL };
 static ngx_http_whatsapp_api_route_t  ngx_http_whatsapp_api_routes[] = {
 
     { "conversations/counts", NGX_HTTP_GET, NGX_HTTP_WHATSAPP_API_COUNTS,
-      ngx_http_whatsapp_api_counts_args, 0, 0, 0 },
+      ngx_http_whatsapp_api_counts_args, 0, 0, 0, 0 },
 
     { "conversations", NGX_HTTP_GET, NGX_HTTP_WHATSAPP_API_LIST,
-      ngx_http_whatsapp_api_list_args, 0, 0, 0 },
+      ngx_http_whatsapp_api_list_args, 0, 0, 0, 0 },
 
     { "conversations", NGX_HTTP_POST, NGX_HTTP_WHATSAPP_API_CREATE,
-      ngx_http_whatsapp_api_no_args, 0, 1, 1 },
+      ngx_http_whatsapp_api_no_args, 0, 1, 1, 0 },
 
     { "conversations/*/read", NGX_HTTP_POST, NGX_HTTP_WHATSAPP_API_READ,
-      ngx_http_whatsapp_api_no_args, 1, 0, 1 },
+      ngx_http_whatsapp_api_no_args, 1, 0, 1, 0 },
 
     { "conversations/*/messages", NGX_HTTP_GET,
       NGX_HTTP_WHATSAPP_API_MESSAGES, ngx_http_whatsapp_api_messages_args,
-      1, 0, 0 },
+      1, 0, 0, 0 },
 
     { "conversations/*", NGX_HTTP_PATCH, NGX_HTTP_WHATSAPP_API_UPDATE,
-      ngx_http_whatsapp_api_no_args, 1, 1, 1 },
+      ngx_http_whatsapp_api_no_args, 1, 1, 1, 0 },
 
     { "notifications/summary", NGX_HTTP_GET, NGX_HTTP_WHATSAPP_API_SUMMARY,
-      ngx_http_whatsapp_api_no_args, 0, 0, 0 },
+      ngx_http_whatsapp_api_no_args, 0, 0, 0, 0 },
 
     { "stats", NGX_HTTP_GET, NGX_HTTP_WHATSAPP_API_STATS,
-      ngx_http_whatsapp_api_stats_args, 0, 0, 0 },
+      ngx_http_whatsapp_api_stats_args, 0, 0, 0, 0 },
 
-    { NULL, 0, 0, NULL, 0, 0, 0 }
+    { "messages", NGX_HTTP_POST, NGX_HTTP_WHATSAPP_API_SEND,
+      ngx_http_whatsapp_api_no_args, 0, 1, 1, 1 },
+
+    { "messages/*/read", NGX_HTTP_POST, NGX_HTTP_WHATSAPP_API_MESSAGE_READ,
+      ngx_http_whatsapp_api_no_args, 1, 0, 1, 0 },
+
+    { NULL, 0, 0, NULL, 0, 0, 0, 0 }
 };
 
 
@@ -599,6 +619,23 @@ ngx_http_whatsapp_api_body_handler(ngx_http_request_t *r)
         rc = ngx_http_whatsapp_api_error(r, NGX_HTTP_BAD_REQUEST,
                                          "malformed_json", &msg);
 
+    } else if (rc == NGX_OK && ctx->route->send) {
+        /* what the body says goes between the scope and the body */
+        rc = ngx_http_whatsapp_send_check(r, ctx->values[n],
+                               &ctx->values[NGX_HTTP_WHATSAPP_API_SCOPE_PARAMS],
+                               &msg);
+
+        if (rc == NGX_HTTP_BAD_REQUEST) {
+            rc = ngx_http_whatsapp_api_error(r, rc, "invalid_parameter",
+                                             &msg);
+
+        } else if (rc == NGX_OK) {
+            rc = ngx_http_whatsapp_api_run(r, ctx);
+
+        } else {
+            rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
     } else if (rc == NGX_OK) {
         rc = ngx_http_whatsapp_api_run(r, ctx);
     }
@@ -742,19 +779,19 @@ ngx_http_whatsapp_api_result(ngx_http_request_t *r,
     ngx_http_whatsapp_api_ctx_t *ctx, PGresult *res)
 {
     ngx_int_t   status, rc;
-    ngx_str_t   body, msg;
+    ngx_str_t   body, msg, command;
 
     if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
         ngx_http_whatsapp_api_sql_error(r, ctx, res);
         goto internal;
     }
 
-    if (PQntuples(res) != 1 || PQnfields(res) != 2
+    if (PQntuples(res) != 1 || PQnfields(res) < 2 || PQnfields(res) > 3
         || PQgetisnull(res, 0, 0) || PQgetisnull(res, 0, 1))
     {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "whatsapp: %s returned %d rows of %d columns, "
-                      "not one (status, body)",
+                      "not one (status, body[, command])",
                       ngx_http_whatsapp_api_stmts[ctx->route->stmt].name,
                       PQntuples(res), PQnfields(res));
         goto internal;
@@ -785,6 +822,12 @@ ngx_http_whatsapp_api_result(ngx_http_request_t *r,
 
     if (ctx->route->write && status < 300) {
         ngx_http_whatsapp_api_wake(r);
+    }
+
+    if (PQnfields(res) == 3 && !PQgetisnull(res, 0, 2)) {
+        command.data = (u_char *) PQgetvalue(res, 0, 2);
+        command.len = PQgetlength(res, 0, 2);
+        ngx_http_whatsapp_send_ring(r, &command, &ctx->scope.agent);
     }
 
     return rc;

@@ -22,6 +22,8 @@ static char *ngx_http_whatsapp_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
 static char *ngx_http_whatsapp_merge_events(ngx_conf_t *cf,
     ngx_http_whatsapp_loc_conf_t *conf);
+static ngx_int_t ngx_http_whatsapp_key(ngx_conf_t *cf, ngx_str_t *prefix,
+    const char *name, ngx_str_t *key);
 static ngx_int_t ngx_http_whatsapp_init_process(ngx_cycle_t *cycle);
 static void ngx_http_whatsapp_exit_process(ngx_cycle_t *cycle);
 
@@ -300,6 +302,7 @@ ngx_http_whatsapp_create_loc_conf(ngx_conf_t *cf)
      *
      *     wlcf->prefix = { 0, NULL };
      *     wlcf->events_key = { 0, NULL };
+     *     wlcf->outbox_key = { 0, NULL };
      *     wlcf->verify_token = { 0, NULL };
      *     wlcf->webhook = { 0 };
      *     wlcf->api = { 0 };
@@ -328,7 +331,6 @@ ngx_http_whatsapp_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_whatsapp_loc_conf_t  *prev = parent;
     ngx_http_whatsapp_loc_conf_t  *conf = child;
 
-    u_char      *p;
     const char  *missing;
 
     ngx_conf_merge_ptr_value(conf->redis, prev->redis, NULL);
@@ -405,17 +407,44 @@ ngx_http_whatsapp_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_OK;
     }
 
-    conf->events_key.len = conf->prefix.len + sizeof("events") - 1;
-    conf->events_key.data = ngx_pnalloc(cf->pool, conf->events_key.len);
-    if (conf->events_key.data == NULL) {
+    if (ngx_http_whatsapp_key(cf, &conf->prefix, "events", &conf->events_key)
+        != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
 
-    p = ngx_cpymem(conf->events_key.data, conf->prefix.data,
-                   conf->prefix.len);
-    ngx_memcpy(p, "events", sizeof("events") - 1);
+    /* the sender's doorbells */
+
+    if (conf->api.line
+        && ngx_http_whatsapp_key(cf, &conf->prefix, "outbox",
+                                 &conf->outbox_key) != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
 
     return NGX_CONF_OK;
+}
+
+
+/* prefix + name, NUL-terminated (a relay logs its key by it) */
+static ngx_int_t
+ngx_http_whatsapp_key(ngx_conf_t *cf, ngx_str_t *prefix, const char *name,
+    ngx_str_t *key)
+{
+    size_t  len;
+
+    len = ngx_strlen(name);
+
+    key->len = prefix->len + len;
+    key->data = ngx_pnalloc(cf->pool, key->len + 1);
+    if (key->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(ngx_cpymem(key->data, prefix->data, prefix->len), name,
+               len + 1);
+
+    return NGX_OK;
 }
 
 
@@ -424,7 +453,6 @@ static char *
 ngx_http_whatsapp_merge_events(ngx_conf_t *cf,
     ngx_http_whatsapp_loc_conf_t *conf)
 {
-    u_char      *p;
     ngx_str_t    key;
     const char  *missing;
 
@@ -445,15 +473,9 @@ ngx_http_whatsapp_merge_events(ngx_conf_t *cf,
         return NGX_CONF_ERROR;
     }
 
-    /* NUL-terminated: it is also the relay's log name */
-    key.len = conf->prefix.len + sizeof("updates") - 1;
-    key.data = ngx_pnalloc(cf->pool, key.len + 1);
-    if (key.data == NULL) {
+    if (ngx_http_whatsapp_key(cf, &conf->prefix, "updates", &key) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
-
-    p = ngx_cpymem(key.data, conf->prefix.data, conf->prefix.len);
-    ngx_memcpy(p, "updates", sizeof("updates"));
 
     conf->relay = ngx_http_whatsapp_relay_get(cf, conf->redis, &key);
 

@@ -39,6 +39,7 @@ typedef struct {
     ngx_msec_t                    redis_timeout;
     ngx_str_t                     prefix;
     ngx_str_t                     events_key;   /* prefix + "events" */
+    ngx_str_t                     outbox_key;   /* prefix + "outbox" */
 
     ngx_array_t                  *app_secrets;  /* of wa_hmac_key_t * */
     ngx_str_t                     verify_token;
@@ -126,6 +127,12 @@ ngx_int_t ngx_http_whatsapp_conf_read_file(ngx_conf_t *cf, ngx_str_t *name,
     size_t max, ngx_str_t *content);
 ngx_int_t ngx_http_whatsapp_api_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_whatsapp_api_init(ngx_conf_t *cf);
+
+/* POST /messages (ngx_http_whatsapp_send.c) */
+ngx_int_t ngx_http_whatsapp_send_check(ngx_http_request_t *r,
+    const char *body, const char **values, ngx_str_t *msg);
+void ngx_http_whatsapp_send_ring(ngx_http_request_t *r, ngx_str_t *command,
+    ngx_str_t *agent);
 ngx_int_t ngx_http_whatsapp_status_handler(ngx_http_request_t *r);
 
 ngx_int_t ngx_http_whatsapp_status_add_zone(ngx_conf_t *cf);

@@ -58,7 +58,29 @@ static const wa_config_item_t  wa_config_items[] = {
            "30", 1, 3650),
     WA_STR("worker", "log_level", worker_log_level, "info", 0),
     WA_STR("worker", "sql_dir", worker_sql_dir, "/usr/share/whatsapp/sql", 0),
+    WA_INT("sender", "enabled", sender_enabled, "1", 0, 1),
+    WA_STR("sender", "graph_url", sender_graph_url,
+           "https://graph.facebook.com", 0),
+    WA_STR("sender", "graph_version", sender_graph_version, "v25.0", 0),
+    WA_STR("sender", "token_key", sender_token_key, "", 1),
+    WA_STR("sender", "token_key_file", sender_token_key_file, "", 0),
+    WA_INT("sender", "rate", sender_rate, "80", 1, 1000),
+    WA_INT("sender", "high_rate", sender_high_rate, "1000", 1, 1000),
+    WA_INT("sender", "pair_burst", sender_pair_burst, "10", 1, 45),
+    WA_INT("sender", "pair_interval_ms", sender_pair_interval_ms, "6000", 10,
+           600000),
+    WA_INT("sender", "concurrency", sender_concurrency, "100", 1, 10000),
+    WA_INT("sender", "timeout_ms", sender_timeout_ms, "20000", 100, 300000),
+    WA_INT("sender", "max_attempts", sender_max_attempts, "5", 1, 100),
+    WA_INT("sender", "retry_base_ms", sender_retry_base_ms, "1000", 1,
+           3600000),
+    WA_INT("sender", "retry_max_ms", sender_retry_max_ms, "60000", 1,
+           86400000),
+    WA_INT("sender", "sweep_ms", sender_sweep_ms, "5000", 10, 3600000),
+    WA_INT("sender", "queue_max", sender_queue_max, "100000", 100, 10000000),
 };
+
+static int wa_config_hex(int c);
 
 #define WA_CONFIG_N  (sizeof(wa_config_items) / sizeof(wa_config_items[0]))
 
@@ -221,6 +243,83 @@ wa_config_load(wa_config_t *cf, const char *path, char *err, size_t errlen)
     }
 
     return 0;
+}
+
+
+int
+wa_config_token_key(const wa_config_t *cf, unsigned char key[32], char *err,
+    size_t errlen)
+{
+    int          i, hi, lo;
+    FILE        *f;
+    char         buf[128], *p, *end;
+    const char  *origin;
+
+    if (cf->sender_token_key[0]) {
+        snprintf(buf, sizeof(buf), "%s", cf->sender_token_key);
+        origin = "sender.token_key";
+
+    } else if (cf->sender_token_key_file[0]) {
+        f = fopen(cf->sender_token_key_file, "r");
+        if (f == NULL) {
+            snprintf(err, errlen, "cannot open %s: %s",
+                     cf->sender_token_key_file, strerror(errno));
+            return -1;
+        }
+
+        p = fgets(buf, sizeof(buf), f);
+        fclose(f);
+
+        if (p == NULL) {
+            buf[0] = '\0';
+        }
+
+        origin = cf->sender_token_key_file;
+
+    } else {
+        return 1;
+    }
+
+    for (p = buf; isspace((unsigned char) *p); p++) { /* void */ }
+    for (end = p + strlen(p); end > p && isspace((unsigned char) end[-1]);
+         end--)
+    { /* void */ }
+
+    if (end - p != 64) {
+        goto invalid;
+    }
+
+    for (i = 0; i < 32; i++) {
+        hi = wa_config_hex(p[2 * i]);
+        lo = wa_config_hex(p[2 * i + 1]);
+
+        if (hi < 0 || lo < 0) {
+            goto invalid;
+        }
+
+        key[i] = (unsigned char) (hi << 4 | lo);
+    }
+
+    return 0;
+
+invalid:
+
+    snprintf(err, errlen, "%s must be 64 hex digits (32 random bytes, e.g. "
+             "`openssl rand -hex 32`)", origin);
+    return -1;
+}
+
+
+static int
+wa_config_hex(int c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+
+    c = tolower(c);
+
+    return (c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
 }
 
 

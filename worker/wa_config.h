@@ -29,6 +29,23 @@ typedef struct {
     int   worker_log_retention_days;
     char  worker_log_level[16];
     char  worker_sql_dir[WA_CONFIG_STR_MAX];
+
+    int   sender_enabled;            /* 0: this worker does not send */
+    char  sender_graph_url[WA_CONFIG_STR_MAX];
+    char  sender_graph_version[16];
+    char  sender_token_key[65];      /* 64 hex digits: AES-256-GCM key */
+    char  sender_token_key_file[WA_CONFIG_STR_MAX];
+    int   sender_rate;               /* messages/s per number */
+    int   sender_high_rate;          /* once Meta raised its throughput */
+    int   sender_pair_burst;         /* to one recipient, at once */
+    int   sender_pair_interval_ms;   /* then one per interval */
+    int   sender_concurrency;        /* requests in flight */
+    int   sender_timeout_ms;         /* one request to Meta */
+    int   sender_max_attempts;
+    int   sender_retry_base_ms;      /* backoff: base * 2^(attempt - 1) */
+    int   sender_retry_max_ms;
+    int   sender_sweep_ms;           /* queued rows without a doorbell */
+    int   sender_queue_max;          /* messages held in memory */
 } wa_config_t;
 
 /*
@@ -38,6 +55,14 @@ typedef struct {
  */
 int wa_config_load(wa_config_t *cf, const char *path, char *err,
     size_t errlen);
+
+/*
+ * The token key: sender.token_key, else the file sender.token_key_file
+ * names (64 hex digits, whitespace around allowed).  Returns 0, 1 when
+ * neither is set, or -1 with a message in err.
+ */
+int wa_config_token_key(const wa_config_t *cf, unsigned char key[32],
+    char *err, size_t errlen);
 
 /* Prints the effective configuration, secrets masked. */
 void wa_config_print(const wa_config_t *cf);

@@ -305,6 +305,35 @@ wa_db_outbox_abort(wa_db_t *db)
 
 
 wa_db_result_e
+wa_db_call(wa_db_t *db, const char *what, const char *sql, int n,
+    const char *const *values, const int *lengths, const int *formats,
+    PGresult **rows, char *err, size_t errlen)
+{
+    PGresult  *res;
+
+    if (db->conn == NULL) {
+        snprintf(err, errlen, "%s: not connected", what);
+        return WA_DB_RETRY;
+    }
+
+    res = PQexecParams(db->conn, sql, n, NULL, values, lengths, formats, 0);
+
+    if (PQresultStatus(res) != (rows ? PGRES_TUPLES_OK : PGRES_COMMAND_OK)) {
+        return wa_db_failed(db, res, what, err, errlen);
+    }
+
+    if (rows) {
+        *rows = res;
+
+    } else {
+        PQclear(res);
+    }
+
+    return WA_DB_OK;
+}
+
+
+wa_db_result_e
 wa_db_retain(wa_db_t *db, int days)
 {
     char         err[256], keep[32];

@@ -69,6 +69,16 @@ void wa_db_outbox_abort(wa_db_t *db);
 /* Deletes the outbox rows ids ("{id,...}": published). */
 wa_db_result_e wa_db_outbox_delete(wa_db_t *db, const char *ids);
 
+/*
+ * One statement with text parameters (NULL: SQL NULL; lengths, formats
+ * as PQexecParams takes them, NULL for text), for the sender's calls of
+ * sql/007_send.sql.  With rows, a result set is expected and returned
+ * (the caller clears it); without, a command.  what names it in err.
+ */
+wa_db_result_e wa_db_call(wa_db_t *db, const char *what, const char *sql,
+    int n, const char *const *values, const int *lengths,
+    const int *formats, PGresult **rows, char *err, size_t errlen);
+
 /* Webhook log partitions: today's and tomorrow's, old ones dropped. */
 wa_db_result_e wa_db_retain(wa_db_t *db, int days);
 

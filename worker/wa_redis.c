@@ -31,6 +31,9 @@ static int wa_redis_ok(wa_redis_t *r, redisReply *reply, const char *what);
 static int wa_redis_stream_reply(wa_redis_t *r, redisReply *reply,
     const char *what);
 static int wa_redis_entries(redisReply *list, wa_entry_t **entries);
+static int wa_redis_stream_entries(redisReply *rep, wa_entry_t **entries);
+static int wa_redis_ack_stream(wa_redis_t *r, const char *stream,
+    wa_entry_t *entries, int n);
 
 
 int
@@ -43,6 +46,7 @@ wa_redis_connect(wa_redis_t *r, const wa_config_t *cf)
     snprintf(r->events, sizeof(r->events), "%sevents", cf->redis_prefix);
     snprintf(r->dead, sizeof(r->dead), "%sdead", cf->redis_prefix);
     snprintf(r->updates, sizeof(r->updates), "%supdates", cf->redis_prefix);
+    snprintf(r->outbox, sizeof(r->outbox), "%soutbox", cf->redis_prefix);
 
     r->c = (cf->redis_host[0] == '/')
            ? redisConnectUnixWithTimeout(cf->redis_host, tv)
@@ -92,6 +96,9 @@ wa_redis_close(wa_redis_t *r)
         redisFree(r->c);
         r->c = NULL;
     }
+
+    /* a Redis that lost its data lost the group too */
+    r->bell_group = 0;
 }
 
 
@@ -120,8 +127,6 @@ int
 wa_redis_read(wa_redis_t *r, int pending, int block, redisReply **reply,
     wa_entry_t **entries)
 {
-    redisReply  *rep;
-
     *entries = NULL;
 
     /* no BLOCK: an answer at once, empty when nothing is there */
@@ -143,9 +148,14 @@ wa_redis_read(wa_redis_t *r, int pending, int block, redisReply **reply,
         return -1;
     }
 
-    /* nil on timeout; else [[stream, [entries]]] */
-    rep = *reply;
+    return wa_redis_stream_entries(*reply, entries);
+}
 
+
+/* an XREADGROUP's answer: nil on timeout; else [[stream, [entries]]] */
+static int
+wa_redis_stream_entries(redisReply *rep, wa_entry_t **entries)
+{
     if (rep->type != REDIS_REPLY_ARRAY || rep->elements == 0
         || rep->element[0]->type != REDIS_REPLY_ARRAY
         || rep->element[0]->elements != 2)
@@ -154,6 +164,139 @@ wa_redis_read(wa_redis_t *r, int pending, int block, redisReply **reply,
     }
 
     return wa_redis_entries(rep->element[0]->element[1], entries);
+}
+
+
+int
+wa_redis_bell_ask(wa_redis_t *r, int count, int block_ms)
+{
+    int          done;
+    redisReply  *reply;
+
+    if (!r->bell_group) {
+        reply = redisCommand(r->c, "XGROUP CREATE %s %s 0 MKSTREAM",
+                             r->outbox, WA_REDIS_GROUP);
+
+        if (reply && reply->type == REDIS_REPLY_ERROR
+            && strncmp(reply->str, "BUSYGROUP", 9) == 0)
+        {
+            freeReplyObject(reply);
+
+        } else if (!wa_redis_ok(r, reply, "XGROUP CREATE")) {
+            return -1;
+        }
+
+        r->bell_group = 1;
+    }
+
+    if (redisAppendCommand(r->c, "XREADGROUP GROUP %s %s COUNT %d BLOCK %d "
+                           "STREAMS %s >", WA_REDIS_GROUP,
+                           r->cf->worker_consumer, count, block_ms,
+                           r->outbox) != REDIS_OK)
+    {
+        goto failed;
+    }
+
+    do {
+        if (redisBufferWrite(r->c, &done) != REDIS_OK) {
+            goto failed;
+        }
+    } while (!done);
+
+    return 0;
+
+failed:
+
+    wa_log_error("redis XREADGROUP %s: %s", r->outbox, r->c->errstr);
+    wa_redis_close(r);
+
+    return -1;
+}
+
+
+int
+wa_redis_bell_take(wa_redis_t *r, redisReply **reply, wa_entry_t **entries)
+{
+    *reply = NULL;
+    *entries = NULL;
+
+    if (redisBufferRead(r->c) != REDIS_OK
+        || redisGetReplyFromReader(r->c, (void **) reply) != REDIS_OK)
+    {
+        wa_log_error("redis XREADGROUP %s: %s", r->outbox, r->c->errstr);
+        wa_redis_close(r);
+        return -1;
+    }
+
+    if (*reply == NULL) {
+        return 0;
+    }
+
+    if (wa_redis_stream_reply(r, *reply, "XREADGROUP") != 0) {
+        freeReplyObject(*reply);
+        *reply = NULL;
+        return -1;
+    }
+
+    return wa_redis_stream_entries(*reply, entries);
+}
+
+
+int
+wa_redis_publish_lines(wa_redis_t *r, int ntexts, const char *const *texts)
+{
+    int           i, n, rc;
+    size_t       *lens;
+    const char   *p, *tab, *end, **parts;
+
+    /* lines: a tab and a newline each, so at most len / 2 of them */
+    n = 0;
+
+    for (i = 0; i < ntexts; i++) {
+        n += strlen(texts[i]) / 2;
+    }
+
+    if (n == 0) {
+        return 0;
+    }
+
+    parts = malloc(2 * n * sizeof(char *));
+    lens = malloc(2 * n * sizeof(size_t));
+    rc = -1;
+
+    if (parts == NULL || lens == NULL) {
+        goto done;
+    }
+
+    n = 0;
+
+    for (i = 0; i < ntexts; i++) {
+        for (p = texts[i]; *p; p = end + 1) {
+            tab = strchr(p, '\t');
+            end = strchr(p, '\n');
+
+            if (tab == NULL || end == NULL || tab > end) {
+                wa_log_error("an outbox row holds a line that is not an "
+                             "event: skipped");
+                break;
+            }
+
+            parts[2 * n] = p;
+            lens[2 * n] = tab - p;
+            parts[2 * n + 1] = tab + 1;
+            lens[2 * n + 1] = end - tab - 1;
+            n++;
+        }
+    }
+
+    rc = (n == 0 || wa_redis_publish(r, n, parts, lens) == 0) ? n : -1;
+
+done:
+
+    free(parts);
+    free(lens);
+
+    return rc;
 }
 
 
@@ -248,6 +391,9 @@ wa_redis_entries(redisReply *list, wa_entry_t **entries)
 
             } else if (strcmp(f->element[j]->str, "wake") == 0) {
                 out[n].wake = 1;
+
+            } else if (strcmp(f->element[j]->str, "cmd") == 0) {
+                out[n].cmd = f->element[j + 1]->str;
             }
         }
 
@@ -312,6 +458,21 @@ wa_redis_deliveries(wa_redis_t *r, const wa_entry_t *entries, int n,
 int
 wa_redis_ack(wa_redis_t *r, wa_entry_t *entries, int n)
 {
+    return wa_redis_ack_stream(r, r->events, entries, n);
+}
+
+
+int
+wa_redis_bell_ack(wa_redis_t *r, wa_entry_t *entries, int n)
+{
+    return wa_redis_ack_stream(r, r->outbox, entries, n);
+}
+
+
+static int
+wa_redis_ack_stream(wa_redis_t *r, const char *stream, wa_entry_t *entries,
+    int n)
+{
     int           i, rc;
     size_t        argc;
     const char  **argv;
@@ -328,13 +489,13 @@ wa_redis_ack(wa_redis_t *r, wa_entry_t *entries, int n)
 
     /* pipelined: both sent before either reply is read */
     argv[0] = "XACK";
-    argv[1] = r->events;
+    argv[1] = stream;
     argv[2] = WA_REDIS_GROUP;
     argc = n + 3;
     redisAppendCommandArgv(r->c, (int) argc, argv, NULL);
 
     argv[1] = "XDEL";
-    argv[2] = r->events;
+    argv[2] = stream;
     redisAppendCommandArgv(r->c, (int) argc - 1, argv + 1, NULL);
 
     free(argv);

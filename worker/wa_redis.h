@@ -23,6 +23,7 @@ typedef struct {
     const char  *rcvd;
     const char  *rid;
     int          wake;      /* no body: the API wrote outbox rows */
+    const char  *cmd;       /* wa:outbox: the sender's doorbell (JSON) */
 } wa_entry_t;
 
 
@@ -32,6 +33,8 @@ typedef struct {
     char                events[128];
     char                dead[128];
     char                updates[128];
+    char                outbox[128];
+    int                 bell_group;     /* the outbox group exists */
 } wa_redis_t;
 
 
@@ -72,5 +75,25 @@ int wa_redis_dead(wa_redis_t *r, const wa_entry_t *e, const char *error);
  */
 int wa_redis_publish(wa_redis_t *r, int n, const char **parts,
     const size_t *lens);
+
+/*
+ * Publishes outbox rows' events (lines "event TAB data LF", in order)
+ * with wa_redis_publish.  Returns how many events, or -1.
+ */
+int wa_redis_publish_lines(wa_redis_t *r, int n, const char *const *texts);
+
+/*
+ * The sender's doorbells, read beside its transfers: wa_redis_bell_ask
+ * writes an XREADGROUP of wa:outbox (group workers, created if missing)
+ * without waiting; once the socket is readable, wa_redis_bell_take reads
+ * what arrived: the number of entries (0 when none, or the answer is not
+ * whole yet: *reply stays NULL then), or -1 on a connection error.
+ */
+int wa_redis_bell_ask(wa_redis_t *r, int count, int block_ms);
+int wa_redis_bell_take(wa_redis_t *r, redisReply **reply,
+    wa_entry_t **entries);
+
+/* XACK and XDEL of doorbells (their work is in PostgreSQL already). */
+int wa_redis_bell_ack(wa_redis_t *r, wa_entry_t *entries, int n);
 
 #endif /* WA_REDIS_H */

@@ -23,8 +23,10 @@
 #include <string.h>
 #include <time.h>
 
+#include <curl/curl.h>
 #include <hiredis/hiredis.h>
 #include <libpq-fe.h>
+#include <openssl/crypto.h>
 #include <yajl/yajl_version.h>
 
 #include "wa_config.h"
@@ -32,7 +34,9 @@
 #include "wa_log.h"
 #include "wa_parse.h"
 #include "wa_redis.h"
+#include "wa_sender.h"
 #include "wa_signal.h"
+#include "wa_token.h"
 
 
 #define WA_WORKER_VERSION      "0.1.0"
@@ -52,6 +56,7 @@ typedef struct {
     unsigned     applying;           /* the connections a batch is sent on */
     long         backoff_ms;
     int          sweep;         /* unpublished outbox rows may be left */
+    wa_sender_t *sender;        /* its own thread; NULL: not sending */
 
     /* outbox rows published, deleted by the next apply's transaction */
     long long    done[WA_DONE_MAX];
@@ -78,6 +83,7 @@ static int wa_worker_finish(wa_worker_t *w, wa_batch_in_flight_t *flight);
 static void wa_worker_announce(wa_worker_t *w, PGresult **events);
 static void wa_worker_forget(wa_worker_t *w);
 static void wa_worker_done_ids(wa_worker_t *w, char *ids);
+static int wa_token_command(wa_worker_t *w, int argc, char **argv);
 static int wa_worker_batch(wa_worker_t *w, wa_entry_t *entries, int n,
     int check_deliveries);
 static int wa_worker_commit(wa_worker_t *w, wa_entry_t *entries, int n,
@@ -137,7 +143,9 @@ main(int argc, char **argv)
         }
     }
 
-    if (optind < argc && strcmp(argv[optind], "migrate") != 0) {
+    if (optind < argc && strcmp(argv[optind], "migrate") != 0
+        && strcmp(argv[optind], "token") != 0)
+    {
         fprintf(stderr, "whatsapp-worker: unknown command \"%s\"\n",
                 argv[optind]);
         wa_usage(stderr);
@@ -162,6 +170,10 @@ main(int argc, char **argv)
         return 1;
     }
 
+    if (optind < argc && strcmp(argv[optind], "token") == 0) {
+        return wa_token_command(&w, argc - optind - 1, argv + optind + 1);
+    }
+
     if (optind < argc) {
         /* migrate */
         if (wa_db_connect(&w.db[0], w.cf.postgres_conninfo) != 0) {
@@ -175,11 +187,32 @@ main(int argc, char **argv)
     }
 
     wa_log_info("whatsapp-worker %s starting: consumer %s, hiredis %d.%d.%d, "
-                "libpq %d, yajl %d", WA_WORKER_VERSION,
+                "libpq %d, yajl %d, %s", WA_WORKER_VERSION,
                 w.cf.worker_consumer, HIREDIS_MAJOR, HIREDIS_MINOR,
-                HIREDIS_PATCH, PQlibVersion(), yajl_version());
+                HIREDIS_PATCH, PQlibVersion(), yajl_version(),
+                curl_version());
+
+    /* before any thread: libcurl's global state is not thread-safe */
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        wa_log_error("libcurl cannot be initialized");
+        return 1;
+    }
+
+    if (w.cf.sender_enabled) {
+        w.sender = wa_sender_start(&w.cf);
+
+        if (w.sender == NULL) {
+            curl_global_cleanup();
+            return 1;
+        }
+    }
 
     rc = wa_worker_run(&w);
+
+    /* the ingest loop saw the stop; the sender sees it too */
+    wa_signal_stop = 1;
+    wa_sender_stop(w.sender);
+    curl_global_cleanup();
 
     wa_redis_close(&w.redis);
 
@@ -197,10 +230,11 @@ static void
 wa_usage(FILE *out)
 {
     fprintf(out,
-        "Usage: whatsapp-worker [options] [migrate]\n"
+        "Usage: whatsapp-worker [options] [migrate | token set ID]\n"
         "\n"
-        "Drains the wa:events Redis stream into PostgreSQL and publishes\n"
-        "realtime updates to wa:updates.\n"
+        "Drains the wa:events Redis stream into PostgreSQL, publishes\n"
+        "realtime updates to wa:updates, and sends what the API queued\n"
+        "through the Graph API.\n"
         "\n"
         "  -c, --config FILE   configuration file (INI); WA_<SECTION>_<NAME>\n"
         "                      environment variables override it\n"
@@ -209,6 +243,9 @@ wa_usage(FILE *out)
         "  -V, --version       print the version\n"
         "\n"
         "  migrate             apply the SQL migrations in worker.sql_dir\n"
+        "  token set ID        store the access token (read from standard\n"
+        "                      input) of the business phone number ID,\n"
+        "                      sealed with sender.token_key\n"
         "\n"
         "Signals: TERM/INT finish the batch in hand and exit; HUP reloads\n"
         "the configuration.\n");
@@ -467,6 +504,10 @@ wa_worker_reload(wa_worker_t *w)
     w->cf = cf;
     (void) wa_log_parse_level(cf.worker_log_level, &level);
     wa_log_level = level;
+
+    if (w->sender) {
+        wa_sender_reload(w->sender, &cf);
+    }
 
     /* reconnect with whatever changed */
     wa_redis_close(&w->redis);
@@ -967,55 +1008,22 @@ static int
 wa_worker_publish(wa_worker_t *w, PGresult *rows)
 {
     int           i, n, rc;
-    size_t       *lens;
-    const char   *p, *tab, *end, **parts;
+    const char  **texts;
 
-    /* lines: a tab and a newline each, so at most len / 2 of them */
-    n = 0;
+    n = PQntuples(rows);
 
-    for (i = 0; i < PQntuples(rows); i++) {
-        n += PQgetlength(rows, i, 1) / 2;
+    texts = malloc((n ? n : 1) * sizeof(char *));
+    if (texts == NULL) {
+        return -1;
     }
 
-    if (n == 0) {
-        return 0;
+    for (i = 0; i < n; i++) {
+        texts[i] = PQgetvalue(rows, i, 1);
     }
 
-    parts = malloc(2 * n * sizeof(char *));
-    lens = malloc(2 * n * sizeof(size_t));
-    rc = -1;
+    rc = wa_redis_publish_lines(&w->redis, n, texts);
 
-    if (parts == NULL || lens == NULL) {
-        goto done;
-    }
-
-    n = 0;
-
-    for (i = 0; i < PQntuples(rows); i++) {
-        for (p = PQgetvalue(rows, i, 1); *p; p = end + 1) {
-            tab = strchr(p, '\t');
-            end = strchr(p, '\n');
-
-            if (tab == NULL || end == NULL || tab > end) {
-                wa_log_error("outbox row %s: not an event line",
-                             PQgetvalue(rows, i, 0));
-                break;
-            }
-
-            parts[2 * n] = p;
-            lens[2 * n] = tab - p;
-            parts[2 * n + 1] = tab + 1;
-            lens[2 * n + 1] = end - tab - 1;
-            n++;
-        }
-    }
-
-    rc = (n == 0 || wa_redis_publish(&w->redis, n, parts, lens) == 0) ? n : -1;
-
-done:
-
-    free(parts);
-    free(lens);
+    free(texts);
 
     return rc;
 }
@@ -1050,4 +1058,85 @@ wa_now_ms(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
 
     return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+
+/*
+ * whatsapp-worker token set ID: the token from standard input (one line;
+ * never an argument, which ps and shell histories show), sealed, stored;
+ * a paused number's sends go on.
+ */
+static int
+wa_token_command(wa_worker_t *w, int argc, char **argv)
+{
+    int             rc, formats[2], lengths[2];
+    char            err[512], token[WA_TOKEN_MAX + 2];
+    size_t          len;
+    PGresult       *res;
+    const char     *values[2];
+    unsigned char   key[WA_TOKEN_KEY_LEN];
+    unsigned char   sealed[WA_TOKEN_SEALED_LEN(WA_TOKEN_MAX)];
+
+    if (argc != 2 || strcmp(argv[0], "set") != 0 || argv[1][0] == '\0'
+        || strspn(argv[1], "0123456789") != strlen(argv[1]))
+    {
+        fprintf(stderr, "whatsapp-worker: usage: token set PHONE_NUMBER_ID "
+                "(digits), the token on standard input\n");
+        return 2;
+    }
+
+    rc = wa_config_token_key(&w->cf, key, err, sizeof(err));
+
+    if (rc != 0) {
+        fprintf(stderr, "whatsapp-worker: %s\n", rc < 0 ? err
+                : "no token key: set sender.token_key_file (or "
+                  "WA_SENDER_TOKEN_KEY) to 64 hex digits");
+        return 2;
+    }
+
+    if (fgets(token, sizeof(token), stdin) == NULL) {
+        fprintf(stderr, "whatsapp-worker: no token on standard input\n");
+        return 2;
+    }
+
+    len = strcspn(token, "\r\n");
+    token[len] = '\0';
+
+    if (len == 0 || len > WA_TOKEN_MAX
+        || wa_token_seal(key, argv[1], token, len, sealed) != 0)
+    {
+        fprintf(stderr, "whatsapp-worker: the token must be 1 to %d "
+                "characters on one line\n", WA_TOKEN_MAX);
+        OPENSSL_cleanse(token, sizeof(token));
+        return 2;
+    }
+
+    OPENSSL_cleanse(token, sizeof(token));
+    OPENSSL_cleanse(key, sizeof(key));
+
+    if (wa_db_connect(&w->db[0], w->cf.postgres_conninfo) != 0) {
+        return 1;
+    }
+
+    values[0] = argv[1];
+    values[1] = (const char *) sealed;
+    lengths[0] = 0;
+    lengths[1] = (int) WA_TOKEN_SEALED_LEN(len);
+    formats[0] = 0;
+    formats[1] = 1;
+
+    rc = wa_db_call(&w->db[0], "wa_send_token_set",
+                    "SELECT wa_send_token_set($1, $2::bytea)", 2, values,
+                    lengths, formats, &res, err, sizeof(err));
+    wa_db_close(&w->db[0]);
+
+    if (rc != WA_DB_OK) {
+        fprintf(stderr, "whatsapp-worker: %s\n", err);
+        return 1;
+    }
+
+    PQclear(res);
+    printf("access token of %s stored, sealed\n", argv[1]);
+
+    return 0;
 }

@@ -1,0 +1,2411 @@
+/*
+ * Validation of send requests (POST /messages bodies); see wa_send.h.
+ *
+ * Members are checked strictly, in every object whose members Meta
+ * documents: a misspelt "caption" must be an error, not an image sent
+ * without its caption.  Limits are Meta's (cloud-api-facts.md, section 4)
+ * and count Unicode code points, as WhatsApp counts characters.
+ */
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <yajl/yajl_tree.h>
+
+#include "wa_send.h"
+
+
+/* deeper JSON is refused before it is parsed: yajl_tree_free() recurses */
+#define WA_SEND_MAX_DEPTH      64
+
+/* objects with more members are checked for duplicates by sorting */
+#define WA_SEND_SORT_MIN       8
+
+/* room for the first line of a yajl error, the only one we keep */
+#define WA_SEND_YAJL_ERR_MAX   256
+
+#define WA_SEND_PHONE_ID_MAX   32
+#define WA_SEND_E164_MIN       8
+#define WA_SEND_E164_MAX       15
+#define WA_SEND_IDEM_MAX       128
+
+/* what a media object may have besides "id" or "link" */
+#define WA_SEND_CAPTION        0x01
+#define WA_SEND_FILENAME       0x02
+#define WA_SEND_VOICE          0x04
+
+/* the interactive headers each interactive type allows */
+#define WA_SEND_HEADER_NONE    0
+#define WA_SEND_HEADER_TEXT    1
+#define WA_SEND_HEADER_MEDIA   2
+
+/* an interactive list has at most 10 rows in all its sections */
+#define WA_SEND_ROWS_MAX       10
+
+#define WA_SEND_ANY            SIZE_MAX
+
+
+typedef struct {
+    wa_send_request_t  *out;
+    size_t              len;
+    char                path[WA_SEND_FIELD_MAX];   /* of the value being
+                                                      checked */
+    char                field[WA_SEND_FIELD_MAX];
+    char                message[WA_SEND_MESSAGE_MAX];
+} wa_send_ctx_t;
+
+
+/* checks the value at ctx->path; 0 or -1 with the error set */
+typedef int (*wa_send_check_pt)(wa_send_ctx_t *ctx, yajl_val v,
+    const void *arg);
+
+
+typedef struct {
+    wa_send_check_pt   check;
+    const void        *arg;
+} wa_send_type_t;
+
+
+typedef struct {
+    const char        *where;     /* "for audio", ... for messages */
+    unsigned           allow;     /* WA_SEND_CAPTION, ... */
+} wa_send_media_t;
+
+
+typedef struct {
+    size_t             body_max;
+    int                header;    /* WA_SEND_HEADER_NONE, ... */
+    int                footer;
+    wa_send_check_pt   action;
+} wa_send_interactive_t;
+
+
+/* the row ids of an interactive list, unique across its sections */
+typedef struct {
+    size_t             n;
+    const char        *ids[WA_SEND_ROWS_MAX];
+} wa_send_rows_t;
+
+
+enum {
+    WA_SEND_TEXT = 0,
+    WA_SEND_IMAGE,
+    WA_SEND_VIDEO,
+    WA_SEND_AUDIO,
+    WA_SEND_DOCUMENT,
+    WA_SEND_STICKER,
+    WA_SEND_LOCATION,
+    WA_SEND_CONTACTS,
+    WA_SEND_REACTION,
+    WA_SEND_TEMPLATE,
+    WA_SEND_INTERACTIVE
+};
+
+enum {
+    WA_SEND_COMPONENT_HEADER = 0,
+    WA_SEND_COMPONENT_BODY,
+    WA_SEND_COMPONENT_BUTTON
+};
+
+enum {
+    WA_SEND_PARAM_TEXT = 0,
+    WA_SEND_PARAM_CURRENCY,
+    WA_SEND_PARAM_DATE_TIME,
+    WA_SEND_PARAM_IMAGE,
+    WA_SEND_PARAM_VIDEO,
+    WA_SEND_PARAM_DOCUMENT,
+    WA_SEND_PARAM_LOCATION,
+    WA_SEND_PARAM_PAYLOAD,
+    WA_SEND_PARAM_COUPON_CODE,
+    WA_SEND_PARAM_ACTION
+};
+
+
+static int wa_send_parse(wa_send_ctx_t *ctx, const unsigned char *body,
+    size_t len, yajl_val *root);
+static const char *wa_send_precheck(const unsigned char *body, size_t len);
+static int wa_send_syntax_error(wa_send_ctx_t *ctx, const char *err);
+static int wa_send_walk(wa_send_ctx_t *ctx, yajl_val v);
+static int wa_send_duplicates(wa_send_ctx_t *ctx, yajl_val obj);
+static int wa_send_strcmp(const void *a, const void *b);
+static int wa_send_utf8(const char *s);
+static size_t wa_send_chars(const char *s);
+
+static int wa_send_request(wa_send_ctx_t *ctx, yajl_val root);
+static int wa_send_phone_number_id(wa_send_ctx_t *ctx, yajl_val root);
+static int wa_send_to(wa_send_ctx_t *ctx, yajl_val root);
+static int wa_send_idempotency_key(wa_send_ctx_t *ctx, yajl_val root);
+static int wa_send_type(wa_send_ctx_t *ctx, yajl_val root, int *type);
+static int wa_send_context(wa_send_ctx_t *ctx, yajl_val v, const void *arg);
+
+static int wa_send_text(wa_send_ctx_t *ctx, yajl_val v, const void *arg);
+static int wa_send_media(wa_send_ctx_t *ctx, yajl_val v, const void *arg);
+static int wa_send_url(wa_send_ctx_t *ctx, yajl_val obj, const char *name,
+    int required);
+static int wa_send_location(wa_send_ctx_t *ctx, yajl_val v,
+    const void *arg);
+static int wa_send_coordinate(wa_send_ctx_t *ctx, yajl_val obj,
+    const char *name, int max);
+static int wa_send_decimal(const char *s, double *d);
+static int wa_send_contacts(wa_send_ctx_t *ctx, yajl_val v,
+    const void *arg);
+static int wa_send_contact(wa_send_ctx_t *ctx, yajl_val v, const void *arg);
+static int wa_send_contact_name(wa_send_ctx_t *ctx, yajl_val v,
+    const void *arg);
+static int wa_send_strings(wa_send_ctx_t *ctx, yajl_val v, const void *arg);
+static int wa_send_date(const char *s);
+static int wa_send_reaction(wa_send_ctx_t *ctx, yajl_val v,
+    const void *arg);
+
+static int wa_send_template(wa_send_ctx_t *ctx, yajl_val v,
+    const void *arg);
+static int wa_send_language(wa_send_ctx_t *ctx, yajl_val v,
+    const void *arg);
+static int wa_send_language_code(const char *s);
+static int wa_send_component(wa_send_ctx_t *ctx, yajl_val v,
+    const void *arg);
+static int wa_send_button_index(wa_send_ctx_t *ctx, yajl_val obj);
+static int wa_send_parameter(wa_send_ctx_t *ctx, yajl_val v,
+    const void *arg);
+static int wa_send_currency(wa_send_ctx_t *ctx, yajl_val v,
+    const void *arg);
+static int wa_send_date_time(wa_send_ctx_t *ctx, yajl_val v,
+    const void *arg);
+
+static int wa_send_interactive(wa_send_ctx_t *ctx, yajl_val v,
+    const void *arg);
+static int wa_send_header(wa_send_ctx_t *ctx, yajl_val v, const void *arg);
+static int wa_send_text_object(wa_send_ctx_t *ctx, yajl_val obj,
+    const char *name, int required, size_t max);
+static int wa_send_buttons(wa_send_ctx_t *ctx, yajl_val v, const void *arg);
+static int wa_send_reply_button(wa_send_ctx_t *ctx, yajl_val v,
+    const void *arg);
+static int wa_send_reply(wa_send_ctx_t *ctx, yajl_val v, const void *arg);
+static const char *wa_send_reply_id(yajl_val button);
+static int wa_send_list(wa_send_ctx_t *ctx, yajl_val v, const void *arg);
+static int wa_send_section(wa_send_ctx_t *ctx, yajl_val v, int titled,
+    wa_send_rows_t *rows);
+static int wa_send_row(wa_send_ctx_t *ctx, yajl_val v, wa_send_rows_t *rows);
+static int wa_send_cta_url(wa_send_ctx_t *ctx, yajl_val v, const void *arg);
+static int wa_send_cta_parameters(wa_send_ctx_t *ctx, yajl_val v,
+    const void *arg);
+static int wa_send_flow(wa_send_ctx_t *ctx, yajl_val v, const void *arg);
+static int wa_send_flow_parameters(wa_send_ctx_t *ctx, yajl_val v,
+    const void *arg);
+static int wa_send_flow_payload(wa_send_ctx_t *ctx, yajl_val v,
+    const void *arg);
+static int wa_send_location_request(wa_send_ctx_t *ctx, yajl_val v,
+    const void *arg);
+static int wa_send_any_object(wa_send_ctx_t *ctx, yajl_val v,
+    const void *arg);
+
+static yajl_val wa_send_get(yajl_val obj, const char *name);
+static int wa_send_object(wa_send_ctx_t *ctx, yajl_val v,
+    const char *const *names);
+static int wa_send_member(wa_send_ctx_t *ctx, yajl_val obj,
+    const char *name, int required, wa_send_check_pt check,
+    const void *arg);
+static int wa_send_array(wa_send_ctx_t *ctx, yajl_val obj, const char *name,
+    int required, size_t max, wa_send_check_pt check, const void *arg);
+static int wa_send_items(wa_send_ctx_t *ctx, yajl_val v, int nonempty,
+    size_t max, wa_send_check_pt check, const void *arg);
+static int wa_send_string(wa_send_ctx_t *ctx, yajl_val obj,
+    const char *name, int required, int nonempty, size_t max,
+    const char **value);
+static int wa_send_bool(wa_send_ctx_t *ctx, yajl_val obj, const char *name);
+static int wa_send_enum(wa_send_ctx_t *ctx, yajl_val obj, const char *name,
+    int required, const char *const *values, int nocase, int *index);
+
+static size_t wa_send_push(wa_send_ctx_t *ctx, const char *name);
+static size_t wa_send_push_index(wa_send_ctx_t *ctx, size_t i);
+static void wa_send_pop(wa_send_ctx_t *ctx, size_t len);
+static void wa_send_append(wa_send_ctx_t *ctx, const char *s, size_t n);
+static int wa_send_error(wa_send_ctx_t *ctx, const char *name,
+    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static char wa_send_printable(char c);
+
+
+static const char *const  wa_send_top_names[] = {
+    "messaging_product", "recipient_type", "phone_number_id", "to",
+    "idempotency_key", "priority", "type", "context",
+    "text", "image", "video", "audio", "document", "sticker", "location",
+    "contacts", "reaction", "template", "interactive", NULL
+};
+
+/* the message types, in the order of the enum above */
+static const char *const  wa_send_type_names[] = {
+    "text", "image", "video", "audio", "document", "sticker", "location",
+    "contacts", "reaction", "template", "interactive", NULL
+};
+
+static const wa_send_media_t  wa_send_image = {
+    "for an image message", WA_SEND_CAPTION
+};
+static const wa_send_media_t  wa_send_video = {
+    "for a video message", WA_SEND_CAPTION
+};
+static const wa_send_media_t  wa_send_audio = {
+    "for audio", WA_SEND_VOICE
+};
+static const wa_send_media_t  wa_send_document = {
+    "for a document message", WA_SEND_CAPTION | WA_SEND_FILENAME
+};
+static const wa_send_media_t  wa_send_sticker = {
+    "for a sticker", 0
+};
+
+/* media in an interactive header or a template parameter */
+static const wa_send_media_t  wa_send_part = {
+    "in a header or parameter", 0
+};
+static const wa_send_media_t  wa_send_part_document = {
+    "in a header or parameter", WA_SEND_FILENAME
+};
+
+static const wa_send_type_t  wa_send_types[] = {
+    { wa_send_text, NULL },
+    { wa_send_media, &wa_send_image },
+    { wa_send_media, &wa_send_video },
+    { wa_send_media, &wa_send_audio },
+    { wa_send_media, &wa_send_document },
+    { wa_send_media, &wa_send_sticker },
+    { wa_send_location, NULL },
+    { wa_send_contacts, NULL },
+    { wa_send_reaction, NULL },
+    { wa_send_template, NULL },
+    { wa_send_interactive, NULL }
+};
+
+static const char *const  wa_send_whatsapp[] = { "whatsapp", NULL };
+static const char *const  wa_send_individual[] = { "individual", NULL };
+static const char *const  wa_send_priorities[] = { "normal", "bulk", NULL };
+
+static const char *const  wa_send_contact_names[] = {
+    "addresses", "birthday", "emails", "name", "org", "phones", "urls", NULL
+};
+static const char *const  wa_send_name_names[] = {
+    "formatted_name", "first_name", "last_name", "middle_name", "suffix",
+    "prefix", NULL
+};
+static const char *const  wa_send_org_names[] = {
+    "company", "department", "title", NULL
+};
+static const char *const  wa_send_phone_names[] = {
+    "phone", "type", "wa_id", NULL
+};
+static const char *const  wa_send_email_names[] = { "email", "type", NULL };
+static const char *const  wa_send_url_names[] = { "url", "type", NULL };
+static const char *const  wa_send_address_names[] = {
+    "street", "city", "state", "zip", "country", "country_code", "type", NULL
+};
+
+/* matched without regard to case: Meta's examples use both */
+static const char *const  wa_send_component_types[] = {
+    "header", "body", "button", NULL
+};
+static const char *const  wa_send_button_sub_types[] = {
+    "quick_reply", "url", "copy_code", "flow", "catalog", "mpm",
+    "voice_call", NULL
+};
+static const char *const  wa_send_param_types[] = {
+    "text", "currency", "date_time", "image", "video", "document",
+    "location", "payload", "coupon_code", "action", NULL
+};
+
+/* the parameter types each component type takes, by bit */
+static const unsigned  wa_send_param_allowed[] = {
+    (1u << WA_SEND_PARAM_TEXT) | (1u << WA_SEND_PARAM_IMAGE)
+    | (1u << WA_SEND_PARAM_VIDEO) | (1u << WA_SEND_PARAM_DOCUMENT)
+    | (1u << WA_SEND_PARAM_LOCATION),
+
+    (1u << WA_SEND_PARAM_TEXT) | (1u << WA_SEND_PARAM_CURRENCY)
+    | (1u << WA_SEND_PARAM_DATE_TIME),
+
+    (1u << WA_SEND_PARAM_TEXT) | (1u << WA_SEND_PARAM_PAYLOAD)
+    | (1u << WA_SEND_PARAM_COUPON_CODE) | (1u << WA_SEND_PARAM_ACTION)
+};
+
+static const char *const  wa_send_interactive_names[] = {
+    "button", "list", "cta_url", "flow", "location_request_message", NULL
+};
+
+static const wa_send_interactive_t  wa_send_interactives[] = {
+    { 1024, WA_SEND_HEADER_MEDIA, 1, wa_send_buttons },
+    { 4096, WA_SEND_HEADER_TEXT, 1, wa_send_list },
+    { 1024, WA_SEND_HEADER_MEDIA, 1, wa_send_cta_url },
+    { 1024, WA_SEND_HEADER_TEXT, 1, wa_send_flow },
+    { 1024, WA_SEND_HEADER_NONE, 0, wa_send_location_request }
+};
+
+static const char *const  wa_send_header_types[] = {
+    "text", "image", "video", "document", NULL
+};
+static const char *const  wa_send_header_text[] = { "text", NULL };
+
+
+int
+wa_send_validate(const unsigned char *body, size_t len,
+    wa_send_request_t *out)
+{
+    int            rc;
+    yajl_val       root;
+    wa_send_ctx_t  ctx;
+
+    memset(out, 0, sizeof(wa_send_request_t));
+
+    ctx.out = out;
+    ctx.len = 0;
+    ctx.path[0] = '\0';
+
+    rc = wa_send_parse(&ctx, body, len, &root);
+
+    if (rc == 0) {
+        rc = wa_send_walk(&ctx, root);
+
+        if (rc == 0) {
+            rc = wa_send_request(&ctx, root);
+        }
+
+        yajl_tree_free(root);
+    }
+
+    if (rc != 0) {
+        /* no partly checked request can be used by mistake */
+        memset(out, 0, sizeof(wa_send_request_t));
+        memcpy(out->field, ctx.field, strlen(ctx.field) + 1);
+        memcpy(out->message, ctx.message, strlen(ctx.message) + 1);
+    }
+
+    return rc;
+}
+
+
+/* parsing and checks of the whole tree */
+
+static int
+wa_send_parse(wa_send_ctx_t *ctx, const unsigned char *body, size_t len,
+    yajl_val *root)
+{
+    char        *text, err[WA_SEND_YAJL_ERR_MAX];
+    const char  *msg;
+
+    *root = NULL;
+
+    if (len == 0) {
+        return wa_send_error(ctx, NULL, "the body is empty: expected a JSON "
+                             "object");
+    }
+
+    msg = wa_send_precheck(body, len);
+    if (msg != NULL) {
+        return wa_send_error(ctx, NULL, "%s", msg);
+    }
+
+    /* yajl_tree_parse() reads a NUL-terminated string */
+    text = malloc(len + 1);
+    if (text == NULL) {
+        return wa_send_error(ctx, NULL, "the body cannot be checked: out of "
+                             "memory");
+    }
+
+    memcpy(text, body, len);
+    text[len] = '\0';
+    err[0] = '\0';
+
+    *root = yajl_tree_parse(text, err, sizeof(err));
+    free(text);
+
+    if (*root == NULL) {
+        return wa_send_syntax_error(ctx, err);
+    }
+
+    if (!YAJL_IS_OBJECT(*root)) {
+        yajl_tree_free(*root);
+        return wa_send_error(ctx, NULL, "the body must be a JSON object");
+    }
+
+    return 0;
+}
+
+
+/*
+ * What yajl_tree would accept but must not be: NUL bytes and "\u0000"
+ * (it keeps strings NUL-terminated, without length, so a value would be
+ * silently cut there), comments (it enables them) and deep nesting (it
+ * frees trees recursively).
+ */
+static const char *
+wa_send_precheck(const unsigned char *body, size_t len)
+{
+    int            depth, in_string;
+    size_t         i;
+    unsigned char  c;
+
+    if (memchr(body, '\0', len) != NULL) {
+        return "the body is not valid JSON: it has a NUL byte";
+    }
+
+    depth = 0;
+    in_string = 0;
+
+    for (i = 0; i < len; i++) {
+        c = body[i];
+
+        if (in_string) {
+            if (c == '\\') {
+                if (len - i > 5 && memcmp(body + i + 1, "u0000", 5) == 0) {
+                    return "the body must not have the character U+0000";
+                }
+
+                i++;
+
+            } else if (c == '"') {
+                in_string = 0;
+            }
+
+            continue;
+        }
+
+        if (c == '"') {
+            in_string = 1;
+
+        } else if (c == '{' || c == '[') {
+            if (++depth > WA_SEND_MAX_DEPTH) {
+                return "the body nests deeper than 64 levels";
+            }
+
+        } else if (c == '}' || c == ']') {
+            depth--;
+
+        } else if (c == '/') {
+            return "the body is not valid JSON: comments are not allowed";
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
+ * yajl's error is "parse error: trailing garbage" and so on, then lines
+ * that quote the input: only the reason after the first ": " is kept.
+ */
+static int
+wa_send_syntax_error(wa_send_ctx_t *ctx, const char *err)
+{
+    size_t       n;
+    const char  *p;
+
+    p = strstr(err, ": ");
+    n = 0;
+
+    if (p != NULL) {
+        p += 2;
+        n = strcspn(p, "\n");
+
+        while (n > 0 && (p[n - 1] == '.' || p[n - 1] == ' ')) {
+            n--;
+        }
+    }
+
+    if (n == 0) {
+        return wa_send_error(ctx, NULL, "the body is not valid JSON");
+    }
+
+    wa_send_error(ctx, NULL, "the body is not valid JSON: %.*s", (int) n, p);
+
+    for (n = 0; ctx->message[n] != '\0'; n++) {
+        ctx->message[n] = wa_send_printable(ctx->message[n]);
+    }
+
+    return -1;
+}
+
+
+/* Refuses names given twice and strings that are not valid UTF-8. */
+static int
+wa_send_walk(wa_send_ctx_t *ctx, yajl_val v)
+{
+    size_t  i, old;
+
+    switch (v->type) {
+
+    case yajl_t_string:
+        if (!wa_send_utf8(v->u.string)) {
+            return wa_send_error(ctx, NULL, "is not valid UTF-8");
+        }
+
+        return 0;
+
+    case yajl_t_object:
+        for (i = 0; i < v->u.object.len; i++) {
+            if (!wa_send_utf8(v->u.object.keys[i])) {
+                return wa_send_error(ctx, v->u.object.keys[i],
+                                     "is a name that is not valid UTF-8");
+            }
+        }
+
+        if (wa_send_duplicates(ctx, v) != 0) {
+            return -1;
+        }
+
+        for (i = 0; i < v->u.object.len; i++) {
+            old = wa_send_push(ctx, v->u.object.keys[i]);
+
+            if (wa_send_walk(ctx, v->u.object.values[i]) != 0) {
+                return -1;
+            }
+
+            wa_send_pop(ctx, old);
+        }
+
+        return 0;
+
+    case yajl_t_array:
+        for (i = 0; i < v->u.array.len; i++) {
+            old = wa_send_push_index(ctx, i);
+
+            if (wa_send_walk(ctx, v->u.array.values[i]) != 0) {
+                return -1;
+            }
+
+            wa_send_pop(ctx, old);
+        }
+
+        return 0;
+
+    default:
+        return 0;
+    }
+}
+
+
+/*
+ * yajl_tree keeps every member of a name given twice, and which one a
+ * reader sees depends on the reader: refused.  Large objects are sorted
+ * (a copy of their names) so that this is not quadratic.
+ */
+static int
+wa_send_duplicates(wa_send_ctx_t *ctx, yajl_val obj)
+{
+    int           rc;
+    size_t        i, j, n;
+    const char  **keys;
+
+    n = obj->u.object.len;
+    keys = obj->u.object.keys;
+
+    if (n <= WA_SEND_SORT_MIN) {
+        for (i = 1; i < n; i++) {
+            for (j = 0; j < i; j++) {
+                if (strcmp(keys[i], keys[j]) == 0) {
+                    return wa_send_error(ctx, keys[i], "is given twice");
+                }
+            }
+        }
+
+        return 0;
+    }
+
+    keys = malloc(n * sizeof(const char *));
+    if (keys == NULL) {
+        return wa_send_error(ctx, NULL, "cannot be checked: out of memory");
+    }
+
+    memcpy(keys, obj->u.object.keys, n * sizeof(const char *));
+    qsort(keys, n, sizeof(const char *), wa_send_strcmp);
+
+    for (i = 1; i < n && strcmp(keys[i - 1], keys[i]) != 0; i++) {
+        /* void */
+    }
+
+    rc = (i < n) ? wa_send_error(ctx, keys[i], "is given twice") : 0;
+
+    free(keys);
+
+    return rc;
+}
+
+
+static int
+wa_send_strcmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *) a, *(const char *const *) b);
+}
+
+
+/*
+ * Strict UTF-8 (RFC 3629): yajl lets overlong forms, surrogates and code
+ * points above U+10FFFF through, and writes a lone "\uDC00" as a
+ * surrogate.
+ */
+static int
+wa_send_utf8(const char *s)
+{
+    size_t                n;
+    unsigned char         lo, hi;
+    const unsigned char  *p;
+
+    p = (const unsigned char *) s;
+
+    while (*p != '\0') {
+        if (*p < 0x80) {
+            p++;
+            continue;
+        }
+
+        lo = 0x80;
+        hi = 0xbf;
+
+        if (*p >= 0xc2 && *p <= 0xdf) {
+            n = 1;
+
+        } else if (*p >= 0xe0 && *p <= 0xef) {
+            n = 2;
+            lo = (*p == 0xe0) ? 0xa0 : 0x80;
+            hi = (*p == 0xed) ? 0x9f : 0xbf;
+
+        } else if (*p >= 0xf0 && *p <= 0xf4) {
+            n = 3;
+            lo = (*p == 0xf0) ? 0x90 : 0x80;
+            hi = (*p == 0xf4) ? 0x8f : 0xbf;
+
+        } else {
+            return 0;
+        }
+
+        p++;
+
+        /* the terminating NUL is no continuation byte: never read past */
+        if (*p < lo || *p > hi) {
+            return 0;
+        }
+
+        for (p++, n--; n > 0; p++, n--) {
+            if (*p < 0x80 || *p > 0xbf) {
+                return 0;
+            }
+        }
+    }
+
+    return 1;
+}
+
+
+/* Code points of valid UTF-8: the bytes that are not continuation bytes. */
+static size_t
+wa_send_chars(const char *s)
+{
+    size_t  n;
+
+    for (n = 0; *s != '\0'; s++) {
+        n += ((*s & 0xc0) != 0x80);
+    }
+
+    return n;
+}
+
+
+/* the request */
+
+static int
+wa_send_request(wa_send_ctx_t *ctx, yajl_val root)
+{
+    int                 type, priority, unused;
+    wa_send_request_t  *out;
+
+    out = ctx->out;
+
+    if (wa_send_get(root, "biz_opaque_callback_data") != NULL) {
+        return wa_send_error(ctx, "biz_opaque_callback_data",
+                             "is set by the gateway, which matches status "
+                             "webhooks to messages with it");
+    }
+
+    if (wa_send_object(ctx, root, wa_send_top_names) != 0
+        || wa_send_enum(ctx, root, "messaging_product", 0, wa_send_whatsapp,
+                        0, &unused) != 0
+        || wa_send_enum(ctx, root, "recipient_type", 0, wa_send_individual,
+                        0, &unused) != 0
+        || wa_send_phone_number_id(ctx, root) != 0
+        || wa_send_to(ctx, root) != 0
+        || wa_send_idempotency_key(ctx, root) != 0
+        || wa_send_enum(ctx, root, "priority", 0, wa_send_priorities, 0,
+                        &priority) != 0
+        || wa_send_type(ctx, root, &type) != 0
+        || wa_send_member(ctx, root, "context", 0, wa_send_context,
+                          &type) != 0
+        || wa_send_member(ctx, root, wa_send_type_names[type], 1,
+                          wa_send_types[type].check,
+                          wa_send_types[type].arg) != 0)
+    {
+        return -1;
+    }
+
+    strcpy(out->type, wa_send_type_names[type]);
+    out->free_form = (type != WA_SEND_TEMPLATE);
+    out->bulk = (priority == 1);
+
+    return 0;
+}
+
+
+static int
+wa_send_phone_number_id(wa_send_ctx_t *ctx, yajl_val root)
+{
+    size_t       n;
+    yajl_val     v;
+    const char  *s;
+
+    v = wa_send_get(root, "phone_number_id");
+
+    if (v == NULL) {
+        return wa_send_error(ctx, "phone_number_id", "is required");
+    }
+
+    s = YAJL_IS_STRING(v) ? v->u.string : "";
+    n = strspn(s, "0123456789");
+
+    if (n == 0 || n > WA_SEND_PHONE_ID_MAX || s[n] != '\0') {
+        return wa_send_error(ctx, "phone_number_id",
+                             "must be a string of 1 to 32 digits");
+    }
+
+    memcpy(ctx->out->phone_number_id, s, n + 1);
+
+    return 0;
+}
+
+
+/*
+ * E.164 after dropping the separators people write ("+1 (650) 555-1234").
+ * Meta reads a number without its "+" as national and prepends the
+ * business's own country code: the message would reach someone else.
+ */
+static int
+wa_send_to(wa_send_ctx_t *ctx, yajl_val root)
+{
+    int          plus;
+    char        *e164;
+    size_t       digits;
+    yajl_val     v;
+    const char  *p;
+
+    v = wa_send_get(root, "to");
+
+    if (v == NULL) {
+        return wa_send_error(ctx, "to", "is required");
+    }
+
+    if (!YAJL_IS_STRING(v)) {
+        return wa_send_error(ctx, "to", "must be a string");
+    }
+
+    e164 = ctx->out->to;
+    plus = 0;
+    digits = 0;
+
+    for (p = v->u.string; *p != '\0'; p++) {
+        if (*p == ' ' || *p == '-' || *p == '.' || *p == '(' || *p == ')') {
+            continue;
+        }
+
+        if (*p == '+' && !plus && digits == 0) {
+            plus = 1;
+
+        } else if (*p >= '0' && *p <= '9') {
+            if (digits < WA_SEND_E164_MAX) {
+                e164[1 + digits] = *p;
+            }
+
+            digits++;
+
+        } else {
+            return wa_send_error(ctx, "to", "must be a phone number in "
+                                 "E.164: + then 8 to 15 digits");
+        }
+    }
+
+    if (!plus) {
+        return wa_send_error(ctx, "to", "must start with + and the country "
+                             "code: without them Meta prepends the "
+                             "business's own country code");
+    }
+
+    if (digits < WA_SEND_E164_MIN || digits > WA_SEND_E164_MAX) {
+        return wa_send_error(ctx, "to", "must have 8 to 15 digits after "
+                             "the +");
+    }
+
+    if (e164[1] == '0') {
+        return wa_send_error(ctx, "to", "must have the country code after "
+                             "the +: it never starts with 0");
+    }
+
+    e164[0] = '+';
+    e164[1 + digits] = '\0';
+
+    return 0;
+}
+
+
+static int
+wa_send_idempotency_key(wa_send_ctx_t *ctx, yajl_val root)
+{
+    size_t       n;
+    yajl_val     v;
+    const char  *s;
+
+    v = wa_send_get(root, "idempotency_key");
+
+    if (v == NULL) {
+        return 0;
+    }
+
+    s = YAJL_IS_STRING(v) ? v->u.string : "";
+
+    for (n = 0; s[n] > 0x20 && s[n] < 0x7f; n++) {
+        /* void */
+    }
+
+    if (n == 0 || n > WA_SEND_IDEM_MAX || s[n] != '\0') {
+        return wa_send_error(ctx, "idempotency_key", "must be a string of 1 "
+                             "to 128 printable ASCII characters, without "
+                             "spaces");
+    }
+
+    memcpy(ctx->out->idempotency_key, s, n + 1);
+
+    return 0;
+}
+
+
+/*
+ * "type" defaults to text, as at Meta; the object it names must be there
+ * and no other message type's object may be.
+ */
+static int
+wa_send_type(wa_send_ctx_t *ctx, yajl_val root, int *type)
+{
+    int          given, i;
+    const char  *name;
+
+    if (wa_send_enum(ctx, root, "type", 0, wa_send_type_names, 0, type)
+        != 0)
+    {
+        return -1;
+    }
+
+    given = (*type >= 0);
+    *type = given ? *type : WA_SEND_TEXT;
+
+    for (i = 0; wa_send_type_names[i] != NULL; i++) {
+        name = wa_send_type_names[i];
+
+        if (i == *type || wa_send_get(root, name) == NULL) {
+            continue;
+        }
+
+        if (given) {
+            return wa_send_error(ctx, name, "is not allowed with type %s",
+                                 wa_send_type_names[*type]);
+        }
+
+        return wa_send_error(ctx, name, "needs type %s: type defaults to "
+                             "text", name);
+    }
+
+    name = wa_send_type_names[*type];
+
+    if (wa_send_get(root, name) == NULL) {
+        if (given) {
+            return wa_send_error(ctx, name, "is required with type %s", name);
+        }
+
+        return wa_send_error(ctx, name, "is required: type defaults to text");
+    }
+
+    return 0;
+}
+
+
+/* a quoted reply; arg: the message type */
+static int
+wa_send_context(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
+{
+    static const char *const  names[] = { "message_id", NULL };
+
+    if (*(const int *) arg == WA_SEND_REACTION) {
+        return wa_send_error(ctx, NULL, "is not allowed with a reaction");
+    }
+
+    if (wa_send_object(ctx, v, names) != 0
+        || wa_send_string(ctx, v, "message_id", 1, 1, 256, NULL) != 0)
+    {
+        return -1;
+    }
+
+    return 0;
+}
+
+
+/* message types */
+
+static int
+wa_send_text(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
+{
+    static const char *const  names[] = { "body", "preview_url", NULL };
+
+    (void) arg;
+
+    if (wa_send_object(ctx, v, names) != 0
+        || wa_send_string(ctx, v, "body", 1, 1, 4096, NULL) != 0
+        || wa_send_bool(ctx, v, "preview_url") != 0)
+    {
+        return -1;
+    }
+
+    return 0;
+}
+
+
+/* an uploaded media "id" or a hosted "link"; arg: a wa_send_media_t */
+static int
+wa_send_media(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
+{
+    const wa_send_media_t  *media;
+
+    static const char *const  names[] = {
+        "id", "link", "caption", "filename", "voice", NULL
+    };
+
+    media = arg;
+
+    if (wa_send_object(ctx, v, names) != 0) {
+        return -1;
+    }
+
+    if (!(media->allow & WA_SEND_CAPTION)
+        && wa_send_get(v, "caption") != NULL)
+    {
+        return wa_send_error(ctx, "caption", "is not allowed %s",
+                             media->where);
+    }
+
+    if (!(media->allow & WA_SEND_FILENAME)
+        && wa_send_get(v, "filename") != NULL)
+    {
+        return wa_send_error(ctx, "filename", "is not allowed %s",
+                             media->where);
+    }
+
+    if (!(media->allow & WA_SEND_VOICE) && wa_send_get(v, "voice") != NULL) {
+        return wa_send_error(ctx, "voice", "is not allowed %s", media->where);
+    }
+
+    if (wa_send_get(v, "id") != NULL && wa_send_get(v, "link") != NULL) {
+        return wa_send_error(ctx, NULL, "must have id or link, not both");
+    }
+
+    if (wa_send_get(v, "id") == NULL && wa_send_get(v, "link") == NULL) {
+        return wa_send_error(ctx, NULL, "needs id (of uploaded media) or "
+                             "link");
+    }
+
+    if (wa_send_string(ctx, v, "id", 0, 1, WA_SEND_ANY, NULL) != 0
+        || wa_send_url(ctx, v, "link", 0) != 0
+        || wa_send_string(ctx, v, "caption", 0, 0, 1024, NULL) != 0
+        || wa_send_string(ctx, v, "filename", 0, 1, 240, NULL) != 0
+        || wa_send_bool(ctx, v, "voice") != 0)
+    {
+        return -1;
+    }
+
+    return 0;
+}
+
+
+/* Meta fetches it: an https URL with a host and without blanks */
+static int
+wa_send_url(wa_send_ctx_t *ctx, yajl_val obj, const char *name, int required)
+{
+    const char  *s, *p;
+
+    if (wa_send_string(ctx, obj, name, required, 1, WA_SEND_ANY, &s) != 0) {
+        return -1;
+    }
+
+    if (s == NULL) {
+        return 0;
+    }
+
+    if (strncasecmp(s, "http://", 7) == 0) {
+        return wa_send_error(ctx, name, "must be an https:// URL: plain "
+                             "http is refused");
+    }
+
+    if (strncasecmp(s, "https://", 8) != 0 || s[8] == '\0' || s[8] == '/'
+        || s[8] == '?' || s[8] == '#')
+    {
+        return wa_send_error(ctx, name, "must be an https:// URL");
+    }
+
+    for (p = s; *p != '\0'; p++) {
+        if ((unsigned char) *p <= 0x20 || *p == 0x7f) {
+            return wa_send_error(ctx, name, "must not have spaces or "
+                                 "control characters: encode them");
+        }
+    }
+
+    return 0;
+}
+
+
+static int
+wa_send_location(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
+{
+    static const char *const  names[] = {
+        "latitude", "longitude", "name", "address", NULL
+    };
+
+    (void) arg;
+
+    if (wa_send_object(ctx, v, names) != 0
+        || wa_send_coordinate(ctx, v, "latitude", 90) != 0
+        || wa_send_coordinate(ctx, v, "longitude", 180) != 0
+        || wa_send_string(ctx, v, "name", 0, 0, WA_SEND_ANY, NULL) != 0
+        || wa_send_string(ctx, v, "address", 0, 0, WA_SEND_ANY, NULL) != 0)
+    {
+        return -1;
+    }
+
+    return 0;
+}
+
+
+/* a number or, as in Meta's example, a decimal in a string */
+static int
+wa_send_coordinate(wa_send_ctx_t *ctx, yajl_val obj, const char *name,
+    int max)
+{
+    double    d;
+    yajl_val  v;
+
+    v = wa_send_get(obj, name);
+
+    if (v == NULL) {
+        return wa_send_error(ctx, name, "is required");
+    }
+
+    if (YAJL_IS_DOUBLE(v)) {
+        d = YAJL_GET_DOUBLE(v);
+
+    } else if (!YAJL_IS_STRING(v) || wa_send_decimal(v->u.string, &d) != 0) {
+        d = max + 1;
+    }
+
+    if (!(d >= -max && d <= max)) {
+        return wa_send_error(ctx, name, "must be a number from -%d to %d",
+                             max, max);
+    }
+
+    return 0;
+}
+
+
+/* "-"? digits ("." digits)?: what strtod() alone would take is wider */
+static int
+wa_send_decimal(const char *s, double *d)
+{
+    const char  *p;
+
+    p = s + (*s == '-');
+
+    if (*p < '0' || *p > '9') {
+        return -1;
+    }
+
+    p += strspn(p, "0123456789");
+
+    if (*p == '.') {
+        p++;
+
+        if (*p < '0' || *p > '9') {
+            return -1;
+        }
+
+        p += strspn(p, "0123456789");
+    }
+
+    if (*p != '\0') {
+        return -1;
+    }
+
+    *d = strtod(s, NULL);
+
+    return 0;
+}
+
+
+static int
+wa_send_contacts(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
+{
+    (void) arg;
+
+    return wa_send_items(ctx, v, 1, WA_SEND_ANY, wa_send_contact, NULL);
+}
+
+
+static int
+wa_send_contact(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
+{
+    const char  *birthday;
+
+    (void) arg;
+
+    if (wa_send_object(ctx, v, wa_send_contact_names) != 0
+        || wa_send_member(ctx, v, "name", 1, wa_send_contact_name, NULL)
+           != 0
+        || wa_send_string(ctx, v, "birthday", 0, 1, WA_SEND_ANY, &birthday)
+           != 0
+        || wa_send_member(ctx, v, "org", 0, wa_send_strings,
+                          wa_send_org_names) != 0
+        || wa_send_array(ctx, v, "phones", 0, WA_SEND_ANY, wa_send_strings,
+                         wa_send_phone_names) != 0
+        || wa_send_array(ctx, v, "emails", 0, WA_SEND_ANY, wa_send_strings,
+                         wa_send_email_names) != 0
+        || wa_send_array(ctx, v, "urls", 0, WA_SEND_ANY, wa_send_strings,
+                         wa_send_url_names) != 0
+        || wa_send_array(ctx, v, "addresses", 0, WA_SEND_ANY,
+                         wa_send_strings, wa_send_address_names) != 0)
+    {
+        return -1;
+    }
+
+    if (birthday != NULL && wa_send_date(birthday) != 0) {
+        return wa_send_error(ctx, "birthday", "must be a date as "
+                             "YYYY-MM-DD");
+    }
+
+    return 0;
+}
+
+
+static int
+wa_send_contact_name(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
+{
+    (void) arg;
+
+    if (wa_send_strings(ctx, v, wa_send_name_names) != 0
+        || wa_send_string(ctx, v, "formatted_name", 1, 1, WA_SEND_ANY, NULL)
+           != 0)
+    {
+        return -1;
+    }
+
+    return 0;
+}
+
+
+/* an object of optional strings; arg: their names */
+static int
+wa_send_strings(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
+{
+    const char *const  *names;
+
+    names = arg;
+
+    if (wa_send_object(ctx, v, names) != 0) {
+        return -1;
+    }
+
+    for ( /* void */ ; *names != NULL; names++) {
+        if (wa_send_string(ctx, v, *names, 0, 0, WA_SEND_ANY, NULL) != 0) {
+            return -1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* YYYY-MM-DD, month 01..12, day 01..31 */
+static int
+wa_send_date(const char *s)
+{
+    int     month, day;
+    size_t  i;
+
+    for (i = 0; i < 10; i++) {
+        if ((i == 4 || i == 7) ? s[i] != '-' : (s[i] < '0' || s[i] > '9')) {
+            return -1;
+        }
+    }
+
+    month = (s[5] - '0') * 10 + (s[6] - '0');
+    day = (s[8] - '0') * 10 + (s[9] - '0');
+
+    return (s[10] == '\0' && month >= 1 && month <= 12 && day >= 1
+            && day <= 31) ? 0 : -1;
+}
+
+
+/* an empty emoji removes the reaction; one emoji is a few code points */
+static int
+wa_send_reaction(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
+{
+    static const char *const  names[] = { "message_id", "emoji", NULL };
+
+    (void) arg;
+
+    if (wa_send_object(ctx, v, names) != 0
+        || wa_send_string(ctx, v, "message_id", 1, 1, 256, NULL) != 0
+        || wa_send_string(ctx, v, "emoji", 1, 0, 10, NULL) != 0)
+    {
+        return -1;
+    }
+
+    return 0;
+}
+
+
+/* templates */
+
+static int
+wa_send_template(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
+{
+    static const char *const  names[] = {
+        "name", "language", "components", NULL
+    };
+
+    (void) arg;
+
+    if (wa_send_object(ctx, v, names) != 0
+        || wa_send_string(ctx, v, "name", 1, 1, 512, NULL) != 0
+        || wa_send_member(ctx, v, "language", 1, wa_send_language, NULL) != 0
+        || wa_send_array(ctx, v, "components", 0, WA_SEND_ANY,
+                         wa_send_component, NULL) != 0)
+    {
+        return -1;
+    }
+
+    return 0;
+}
+
+
+static int
+wa_send_language(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
+{
+    int          unused;
+    const char  *code;
+
+    static const char *const  names[] = { "code", "policy", NULL };
+    static const char *const  policies[] = { "deterministic", NULL };
+
+    (void) arg;
+
+    if (wa_send_object(ctx, v, names) != 0
+        || wa_send_string(ctx, v, "code", 1, 1, WA_SEND_ANY, &code) != 0
+        || wa_send_enum(ctx, v, "policy", 0, policies, 0, &unused) != 0)
+    {
+        return -1;
+    }
+
+    if (wa_send_language_code(code) != 0) {
+        return wa_send_error(ctx, "code", "must be a language code such as "
+                             "en or en_US");
+    }
+
+    return 0;
+}
+
+
+/* 2 or 3 lower-case letters, then maybe "_" and 2 to 4 letters or digits */
+static int
+wa_send_language_code(const char *s)
+{
+    size_t  n, m;
+
+    for (n = 0; s[n] >= 'a' && s[n] <= 'z'; n++) {
+        /* void */
+    }
+
+    if (n < 2 || n > 3) {
+        return -1;
+    }
+
+    if (s[n] == '\0') {
+        return 0;
+    }
+
+    if (s[n] != '_') {
+        return -1;
+    }
+
+    s += n + 1;
+
+    for (m = 0; (s[m] >= 'A' && s[m] <= 'Z') || (s[m] >= 'a' && s[m] <= 'z')
+                || (s[m] >= '0' && s[m] <= '9'); m++)
+    {
+        /* void */
+    }
+
+    return (m >= 2 && m <= 4 && s[m] == '\0') ? 0 : -1;
+}
+
+
+static int
+wa_send_component(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
+{
+    int  type, unused;
+
+    static const char *const  names[] = {
+        "type", "sub_type", "index", "parameters", NULL
+    };
+
+    (void) arg;
+
+    if (wa_send_object(ctx, v, names) != 0
+        || wa_send_enum(ctx, v, "type", 1, wa_send_component_types, 1, &type)
+           != 0)
+    {
+        return -1;
+    }
+
+    if (type == WA_SEND_COMPONENT_BUTTON) {
+        if (wa_send_enum(ctx, v, "sub_type", 1, wa_send_button_sub_types, 1,
+                         &unused) != 0
+            || wa_send_button_index(ctx, v) != 0)
+        {
+            return -1;
+        }
+
+    } else if (wa_send_get(v, "sub_type") != NULL) {
+        return wa_send_error(ctx, "sub_type", "is only for button "
+                             "components");
+
+    } else if (wa_send_get(v, "index") != NULL) {
+        return wa_send_error(ctx, "index", "is only for button components");
+    }
+
+    return wa_send_array(ctx, v, "parameters", 0, WA_SEND_ANY,
+                         wa_send_parameter, &type);
+}
+
+
+/* "0".."9" as in Meta's examples, or the number */
+static int
+wa_send_button_index(wa_send_ctx_t *ctx, yajl_val obj)
+{
+    yajl_val     v;
+    const char  *s;
+
+    v = wa_send_get(obj, "index");
+
+    if (v == NULL) {
+        return wa_send_error(ctx, "index", "is required for button "
+                             "components");
+    }
+
+    if (YAJL_IS_INTEGER(v)) {
+        if (YAJL_GET_INTEGER(v) >= 0 && YAJL_GET_INTEGER(v) <= 9) {
+            return 0;
+        }
+
+    } else if (YAJL_IS_STRING(v)) {
+        s = v->u.string;
+
+        if (s[0] >= '0' && s[0] <= '9' && s[1] == '\0') {
+            return 0;
+        }
+    }
+
+    return wa_send_error(ctx, "index", "must be 0 to 9, as a string or a "
+                         "number");
+}
+
+
+/* arg: the component type, which limits the parameter types */
+static int
+wa_send_parameter(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
+{
+    int          component, type;
+    const char  *names[4];
+
+    component = *(const int *) arg;
+
+    if (!YAJL_IS_OBJECT(v)) {
+        return wa_send_error(ctx, NULL, "must be an object");
+    }
+
+    if (wa_send_enum(ctx, v, "type", 1, wa_send_param_types, 1, &type)
+        != 0)
+    {
+        return -1;
+    }
+
+    if (!(wa_send_param_allowed[component] & (1u << type))) {
+        return wa_send_error(ctx, "type", "is not allowed in a %s component",
+                             wa_send_component_types[component]);
+    }
+
+    names[0] = "type";
+    names[1] = "parameter_name";
+    names[2] = wa_send_param_types[type];
+    names[3] = NULL;
+
+    if (wa_send_object(ctx, v, names) != 0
+        || wa_send_string(ctx, v, "parameter_name", 0, 1, WA_SEND_ANY, NULL)
+           != 0)
+    {
+        return -1;
+    }
+
+    switch (type) {
+
+    case WA_SEND_PARAM_TEXT:
+        return wa_send_string(ctx, v, "text", 1, 1,
+                              (component == WA_SEND_COMPONENT_HEADER)
+                              ? 60 : 32768, NULL);
+
+    case WA_SEND_PARAM_CURRENCY:
+        return wa_send_member(ctx, v, "currency", 1, wa_send_currency, NULL);
+
+    case WA_SEND_PARAM_DATE_TIME:
+        return wa_send_member(ctx, v, "date_time", 1, wa_send_date_time,
+                              NULL);
+
+    case WA_SEND_PARAM_IMAGE:
+    case WA_SEND_PARAM_VIDEO:
+        return wa_send_member(ctx, v, names[2], 1, wa_send_media,
+                              &wa_send_part);
+
+    case WA_SEND_PARAM_DOCUMENT:
+        return wa_send_member(ctx, v, "document", 1, wa_send_media,
+                              &wa_send_part_document);
+
+    case WA_SEND_PARAM_LOCATION:
+        return wa_send_member(ctx, v, "location", 1, wa_send_location, NULL);
+
+    case WA_SEND_PARAM_PAYLOAD:
+        return wa_send_string(ctx, v, "payload", 1, 1, WA_SEND_ANY, NULL);
+
+    case WA_SEND_PARAM_COUPON_CODE:
+        return wa_send_string(ctx, v, "coupon_code", 1, 1, 15, NULL);
+
+    default: /* WA_SEND_PARAM_ACTION: flow, catalog or mpm data */
+        return wa_send_member(ctx, v, "action", 1, wa_send_any_object, NULL);
+    }
+}
+
+
+static int
+wa_send_currency(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
+{
+    yajl_val     amount;
+    const char  *code;
+
+    static const char *const  names[] = {
+        "fallback_value", "code", "amount_1000", NULL
+    };
+
+    (void) arg;
+
+    if (wa_send_object(ctx, v, names) != 0
+        || wa_send_string(ctx, v, "fallback_value", 1, 1, WA_SEND_ANY, NULL)
+           != 0
+        || wa_send_string(ctx, v, "code", 1, 1, WA_SEND_ANY, &code) != 0)
+    {
+        return -1;
+    }
+
+    if (strlen(code) != 3 || strspn(code, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != 3)
+    {
+        return wa_send_error(ctx, "code", "must be an ISO 4217 currency "
+                             "code such as USD");
+    }
+
+    amount = wa_send_get(v, "amount_1000");
+
+    if (amount == NULL) {
+        return wa_send_error(ctx, "amount_1000", "is required");
+    }
+
+    if (!YAJL_IS_INTEGER(amount)) {
+        return wa_send_error(ctx, "amount_1000", "must be an integer: the "
+                             "amount times 1000");
+    }
+
+    return 0;
+}
+
+
+static int
+wa_send_date_time(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
+{
+    static const char *const  names[] = { "fallback_value", NULL };
+
+    (void) arg;
+
+    if (wa_send_object(ctx, v, names) != 0
+        || wa_send_string(ctx, v, "fallback_value", 1, 1, WA_SEND_ANY, NULL)
+           != 0)
+    {
+        return -1;
+    }
+
+    return 0;
+}
+
+
+/* interactive messages */
+
+static int
+wa_send_interactive(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
+{
+    int                           type;
+    const wa_send_interactive_t  *ia;
+
+    static const char *const  names[] = {
+        "type", "header", "body", "footer", "action", NULL
+    };
+
+    (void) arg;
+
+    if (wa_send_object(ctx, v, names) != 0
+        || wa_send_enum(ctx, v, "type", 1, wa_send_interactive_names, 0,
+                        &type) != 0)
+    {
+        return -1;
+    }
+
+    ia = &wa_send_interactives[type];
+
+    if (ia->header == WA_SEND_HEADER_NONE && wa_send_get(v, "header") != NULL)
+    {
+        return wa_send_error(ctx, "header", "is not allowed with "
+                             "interactive type %s",
+                             wa_send_interactive_names[type]);
+    }
+
+    if (!ia->footer && wa_send_get(v, "footer") != NULL) {
+        return wa_send_error(ctx, "footer", "is not allowed with "
+                             "interactive type %s",
+                             wa_send_interactive_names[type]);
+    }
+
+    if (wa_send_member(ctx, v, "header", 0, wa_send_header, ia) != 0
+        || wa_send_text_object(ctx, v, "body", 1, ia->body_max) != 0
+        || wa_send_text_object(ctx, v, "footer", 0, 60) != 0
+        || wa_send_member(ctx, v, "action", 1, ia->action, NULL) != 0)
+    {
+        return -1;
+    }
+
+    return 0;
+}
+
+
+/* arg: the wa_send_interactive_t, whether media headers are allowed */
+static int
+wa_send_header(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
+{
+    int                           type, i;
+    const char                   *name;
+    const wa_send_interactive_t  *ia;
+
+    static const char *const  names[] = {
+        "type", "text", "image", "video", "document", NULL
+    };
+
+    ia = arg;
+
+    if (wa_send_object(ctx, v, names) != 0
+        || wa_send_enum(ctx, v, "type", 1,
+                        (ia->header == WA_SEND_HEADER_MEDIA)
+                        ? wa_send_header_types : wa_send_header_text,
+                        0, &type) != 0)
+    {
+        return -1;
+    }
+
+    for (i = 0; wa_send_header_types[i] != NULL; i++) {
+        name = wa_send_header_types[i];
+
+        if (i != type && wa_send_get(v, name) != NULL) {
+            return wa_send_error(ctx, name, "is not allowed with header "
+                                 "type %s", wa_send_header_types[type]);
+        }
+    }
+
+    if (type == 0) {
+        return wa_send_string(ctx, v, "text", 1, 1, 60, NULL);
+    }
+
+    return wa_send_member(ctx, v, wa_send_header_types[type], 1,
+                          wa_send_media,
+                          (type == 3) ? &wa_send_part_document
+                                      : &wa_send_part);
+}
+
+
+/* {"text": "..."}: an interactive body or footer */
+static int
+wa_send_text_object(wa_send_ctx_t *ctx, yajl_val obj, const char *name,
+    int required, size_t max)
+{
+    size_t    old;
+    yajl_val  v;
+
+    static const char *const  names[] = { "text", NULL };
+
+    v = wa_send_get(obj, name);
+
+    if (v == NULL) {
+        return required ? wa_send_error(ctx, name, "is required") : 0;
+    }
+
+    old = wa_send_push(ctx, name);
+
+    if (wa_send_object(ctx, v, names) != 0
+        || wa_send_string(ctx, v, "text", 1, 1, max, NULL) != 0)
+    {
+        return -1;
+    }
+
+    wa_send_pop(ctx, old);
+
+    return 0;
+}
+
+
+/* reply buttons, whose ids come back in the reply webhook: unique */
+static int
+wa_send_buttons(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
+{
+    size_t       i, j;
+    yajl_val     buttons;
+    const char  *id;
+
+    static const char *const  names[] = { "buttons", NULL };
+
+    (void) arg;
+
+    if (wa_send_object(ctx, v, names) != 0
+        || wa_send_array(ctx, v, "buttons", 1, 3, wa_send_reply_button, NULL)
+           != 0)
+    {
+        return -1;
+    }
+
+    buttons = wa_send_get(v, "buttons");
+
+    for (i = 1; i < buttons->u.array.len; i++) {
+        id = wa_send_reply_id(buttons->u.array.values[i]);
+
+        for (j = 0; j < i; j++) {
+            if (strcmp(id, wa_send_reply_id(buttons->u.array.values[j]))
+                == 0)
+            {
+                wa_send_push(ctx, "buttons");
+                wa_send_push_index(ctx, i);
+                wa_send_push(ctx, "reply");
+
+                return wa_send_error(ctx, "id", "is the same as in "
+                                     "buttons[%zu]", j);
+            }
+        }
+    }
+
+    return 0;
+}
+
+
+static int
+wa_send_reply_button(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
+{
+    int  unused;
+
+    static const char *const  names[] = { "type", "reply", NULL };
+    static const char *const  types[] = { "reply", NULL };
+
+    (void) arg;
+
+    if (wa_send_object(ctx, v, names) != 0
+        || wa_send_enum(ctx, v, "type", 1, types, 0, &unused) != 0
+        || wa_send_member(ctx, v, "reply", 1, wa_send_reply, NULL) != 0)
+    {
+        return -1;
+    }
+
+    return 0;
+}
+
+
+static int
+wa_send_reply(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
+{
+    static const char *const  names[] = { "id", "title", NULL };
+
+    (void) arg;
+
+    if (wa_send_object(ctx, v, names) != 0
+        || wa_send_string(ctx, v, "id", 1, 1, 256, NULL) != 0
+        || wa_send_string(ctx, v, "title", 1, 1, 20, NULL) != 0)
+    {
+        return -1;
+    }
+
+    return 0;
+}
+
+
+/* the id of a button wa_send_reply_button() accepted */
+static const char *
+wa_send_reply_id(yajl_val button)
+{
+    return wa_send_get(wa_send_get(button, "reply"), "id")->u.string;
+}
+
+
+static int
+wa_send_list(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
+{
+    size_t          i, n, old;
+    yajl_val        sections;
+    wa_send_rows_t  rows;
+
+    static const char *const  names[] = { "button", "sections", NULL };
+
+    (void) arg;
+
+    if (wa_send_object(ctx, v, names) != 0
+        || wa_send_string(ctx, v, "button", 1, 1, 20, NULL) != 0)
+    {
+        return -1;
+    }
+
+    sections = wa_send_get(v, "sections");
+
+    if (sections == NULL) {
+        return wa_send_error(ctx, "sections", "is required");
+    }
+
+    wa_send_push(ctx, "sections");
+
+    if (!YAJL_IS_ARRAY(sections)) {
+        return wa_send_error(ctx, NULL, "must be an array");
+    }
+
+    n = sections->u.array.len;
+
+    if (n == 0) {
+        return wa_send_error(ctx, NULL, "must not be empty");
+    }
+
+    if (n > 10) {
+        return wa_send_error(ctx, NULL, "has more than 10 items");
+    }
+
+    rows.n = 0;
+
+    for (i = 0; i < n; i++) {
+        old = wa_send_push_index(ctx, i);
+
+        /* with several sections, their titles tell them apart */
+        if (wa_send_section(ctx, sections->u.array.values[i], n > 1, &rows)
+            != 0)
+        {
+            return -1;
+        }
+
+        wa_send_pop(ctx, old);
+    }
+
+    return 0;
+}
+
+
+static int
+wa_send_section(wa_send_ctx_t *ctx, yajl_val v, int titled,
+    wa_send_rows_t *rows)
+{
+    size_t    i, old;
+    yajl_val  list;
+
+    static const char *const  names[] = { "title", "rows", NULL };
+
+    if (wa_send_object(ctx, v, names) != 0
+        || wa_send_string(ctx, v, "title", titled, 1, 24, NULL) != 0)
+    {
+        return -1;
+    }
+
+    list = wa_send_get(v, "rows");
+
+    if (list == NULL) {
+        return wa_send_error(ctx, "rows", "is required");
+    }
+
+    wa_send_push(ctx, "rows");
+
+    if (!YAJL_IS_ARRAY(list)) {
+        return wa_send_error(ctx, NULL, "must be an array");
+    }
+
+    if (list->u.array.len == 0) {
+        return wa_send_error(ctx, NULL, "must not be empty");
+    }
+
+    if (list->u.array.len > WA_SEND_ROWS_MAX - rows->n) {
+        return wa_send_error(ctx, NULL, "makes more than 10 rows in all "
+                             "sections");
+    }
+
+    for (i = 0; i < list->u.array.len; i++) {
+        old = wa_send_push_index(ctx, i);
+
+        if (wa_send_row(ctx, list->u.array.values[i], rows) != 0) {
+            return -1;
+        }
+
+        wa_send_pop(ctx, old);
+    }
+
+    return 0;
+}
+
+
+/* row ids come back in the reply webhook: unique across sections */
+static int
+wa_send_row(wa_send_ctx_t *ctx, yajl_val v, wa_send_rows_t *rows)
+{
+    size_t       i;
+    const char  *id;
+
+    static const char *const  names[] = {
+        "id", "title", "description", NULL
+    };
+
+    if (wa_send_object(ctx, v, names) != 0
+        || wa_send_string(ctx, v, "id", 1, 1, 200, &id) != 0
+        || wa_send_string(ctx, v, "title", 1, 1, 24, NULL) != 0
+        || wa_send_string(ctx, v, "description", 0, 0, 72, NULL) != 0)
+    {
+        return -1;
+    }
+
+    for (i = 0; i < rows->n; i++) {
+        if (strcmp(id, rows->ids[i]) == 0) {
+            return wa_send_error(ctx, "id", "is the same as another row's");
+        }
+    }
+
+    rows->ids[rows->n++] = id;
+
+    return 0;
+}
+
+
+static int
+wa_send_cta_url(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
+{
+    int  unused;
+
+    static const char *const  names[] = { "name", "parameters", NULL };
+    static const char *const  action[] = { "cta_url", NULL };
+
+    (void) arg;
+
+    if (wa_send_object(ctx, v, names) != 0
+        || wa_send_enum(ctx, v, "name", 1, action, 0, &unused) != 0
+        || wa_send_member(ctx, v, "parameters", 1, wa_send_cta_parameters,
+                          NULL) != 0)
+    {
+        return -1;
+    }
+
+    return 0;
+}
+
+
+static int
+wa_send_cta_parameters(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
+{
+    static const char *const  names[] = { "display_text", "url", NULL };
+
+    (void) arg;
+
+    if (wa_send_object(ctx, v, names) != 0
+        || wa_send_string(ctx, v, "display_text", 1, 1, 20, NULL) != 0
+        || wa_send_url(ctx, v, "url", 1) != 0)
+    {
+        return -1;
+    }
+
+    return 0;
+}
+
+
+static int
+wa_send_flow(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
+{
+    int  unused;
+
+    static const char *const  names[] = { "name", "parameters", NULL };
+    static const char *const  action[] = { "flow", NULL };
+
+    (void) arg;
+
+    if (wa_send_object(ctx, v, names) != 0
+        || wa_send_enum(ctx, v, "name", 1, action, 0, &unused) != 0
+        || wa_send_member(ctx, v, "parameters", 1, wa_send_flow_parameters,
+                          NULL) != 0)
+    {
+        return -1;
+    }
+
+    return 0;
+}
+
+
+/*
+ * The flow by flow_id or flow_name; flow_action navigate (the default)
+ * opens flow_action_payload.screen, data_exchange asks the flow's
+ * endpoint and takes no payload.
+ */
+static int
+wa_send_flow_parameters(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
+{
+    int  action, unused;
+
+    static const char *const  names[] = {
+        "flow_message_version", "flow_token", "flow_id", "flow_name",
+        "flow_cta", "flow_action", "flow_action_payload", "mode", NULL
+    };
+    static const char *const  versions[] = { "3", NULL };
+    static const char *const  actions[] = {
+        "navigate", "data_exchange", NULL
+    };
+    static const char *const  modes[] = { "draft", "published", NULL };
+
+    (void) arg;
+
+    if (wa_send_object(ctx, v, names) != 0
+        || wa_send_enum(ctx, v, "flow_message_version", 1, versions, 0,
+                        &unused) != 0)
+    {
+        return -1;
+    }
+
+    if (wa_send_get(v, "flow_id") != NULL
+        && wa_send_get(v, "flow_name") != NULL)
+    {
+        return wa_send_error(ctx, NULL, "must have flow_id or flow_name, "
+                             "not both");
+    }
+
+    if (wa_send_get(v, "flow_id") == NULL
+        && wa_send_get(v, "flow_name") == NULL)
+    {
+        return wa_send_error(ctx, NULL, "needs flow_id or flow_name");
+    }
+
+    if (wa_send_string(ctx, v, "flow_token", 0, 1, WA_SEND_ANY, NULL) != 0
+        || wa_send_string(ctx, v, "flow_id", 0, 1, WA_SEND_ANY, NULL) != 0
+        || wa_send_string(ctx, v, "flow_name", 0, 1, WA_SEND_ANY, NULL) != 0
+        || wa_send_string(ctx, v, "flow_cta", 1, 1, 20, NULL) != 0
+        || wa_send_enum(ctx, v, "flow_action", 0, actions, 0, &action) != 0
+        || wa_send_enum(ctx, v, "mode", 0, modes, 0, &unused) != 0)
+    {
+        return -1;
+    }
+
+    if (action == 1) {
+        if (wa_send_get(v, "flow_action_payload") != NULL) {
+            return wa_send_error(ctx, "flow_action_payload", "is only for "
+                                 "flow_action navigate");
+        }
+
+        return 0;
+    }
+
+    return wa_send_member(ctx, v, "flow_action_payload", 1,
+                          wa_send_flow_payload, NULL);
+}
+
+
+static int
+wa_send_flow_payload(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
+{
+    static const char *const  names[] = { "screen", "data", NULL };
+
+    (void) arg;
+
+    if (wa_send_object(ctx, v, names) != 0
+        || wa_send_string(ctx, v, "screen", 1, 1, WA_SEND_ANY, NULL) != 0
+        || wa_send_member(ctx, v, "data", 0, wa_send_any_object, NULL) != 0)
+    {
+        return -1;
+    }
+
+    return 0;
+}
+
+
+static int
+wa_send_location_request(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
+{
+    int  unused;
+
+    static const char *const  names[] = { "name", NULL };
+    static const char *const  action[] = { "send_location", NULL };
+
+    (void) arg;
+
+    if (wa_send_object(ctx, v, names) != 0
+        || wa_send_enum(ctx, v, "name", 1, action, 0, &unused) != 0)
+    {
+        return -1;
+    }
+
+    return 0;
+}
+
+
+/* data passed on to a flow or a catalog: its shape is theirs */
+static int
+wa_send_any_object(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
+{
+    (void) arg;
+
+    if (!YAJL_IS_OBJECT(v)) {
+        return wa_send_error(ctx, NULL, "must be an object");
+    }
+
+    return 0;
+}
+
+
+/* members */
+
+/* The member of a checked object: at most one after wa_send_walk(). */
+static yajl_val
+wa_send_get(yajl_val obj, const char *name)
+{
+    size_t  i;
+
+    for (i = 0; i < obj->u.object.len; i++) {
+        if (strcmp(obj->u.object.keys[i], name) == 0) {
+            return obj->u.object.values[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+/* An object with no member but those in names (NULL-terminated). */
+static int
+wa_send_object(wa_send_ctx_t *ctx, yajl_val v, const char *const *names)
+{
+    size_t              i;
+    const char *const  *name;
+
+    if (!YAJL_IS_OBJECT(v)) {
+        return wa_send_error(ctx, NULL, "must be an object");
+    }
+
+    for (i = 0; i < v->u.object.len; i++) {
+        for (name = names; *name != NULL; name++) {
+            if (strcmp(v->u.object.keys[i], *name) == 0) {
+                break;
+            }
+        }
+
+        if (*name == NULL) {
+            return wa_send_error(ctx, v->u.object.keys[i],
+                                 "is not a known field");
+        }
+    }
+
+    return 0;
+}
+
+
+static int
+wa_send_member(wa_send_ctx_t *ctx, yajl_val obj, const char *name,
+    int required, wa_send_check_pt check, const void *arg)
+{
+    size_t    old;
+    yajl_val  v;
+
+    v = wa_send_get(obj, name);
+
+    if (v == NULL) {
+        return required ? wa_send_error(ctx, name, "is required") : 0;
+    }
+
+    old = wa_send_push(ctx, name);
+
+    if (check(ctx, v, arg) != 0) {
+        return -1;
+    }
+
+    wa_send_pop(ctx, old);
+
+    return 0;
+}
+
+
+/* A member that is an array of up to max items; required: not empty. */
+static int
+wa_send_array(wa_send_ctx_t *ctx, yajl_val obj, const char *name,
+    int required, size_t max, wa_send_check_pt check, const void *arg)
+{
+    size_t    old;
+    yajl_val  v;
+
+    v = wa_send_get(obj, name);
+
+    if (v == NULL) {
+        return required ? wa_send_error(ctx, name, "is required") : 0;
+    }
+
+    old = wa_send_push(ctx, name);
+
+    if (wa_send_items(ctx, v, required, max, check, arg) != 0) {
+        return -1;
+    }
+
+    wa_send_pop(ctx, old);
+
+    return 0;
+}
+
+
+static int
+wa_send_items(wa_send_ctx_t *ctx, yajl_val v, int nonempty, size_t max,
+    wa_send_check_pt check, const void *arg)
+{
+    size_t  i, old;
+
+    if (!YAJL_IS_ARRAY(v)) {
+        return wa_send_error(ctx, NULL, "must be an array");
+    }
+
+    if (nonempty && v->u.array.len == 0) {
+        return wa_send_error(ctx, NULL, "must not be empty");
+    }
+
+    if (v->u.array.len > max) {
+        return wa_send_error(ctx, NULL, "has more than %zu items", max);
+    }
+
+    for (i = 0; i < v->u.array.len; i++) {
+        old = wa_send_push_index(ctx, i);
+
+        if (check(ctx, v->u.array.values[i], arg) != 0) {
+            return -1;
+        }
+
+        wa_send_pop(ctx, old);
+    }
+
+    return 0;
+}
+
+
+/* A string of up to max code points; *value is NULL when absent. */
+static int
+wa_send_string(wa_send_ctx_t *ctx, yajl_val obj, const char *name,
+    int required, int nonempty, size_t max, const char **value)
+{
+    size_t    n;
+    yajl_val  v;
+
+    if (value != NULL) {
+        *value = NULL;
+    }
+
+    v = wa_send_get(obj, name);
+
+    if (v == NULL) {
+        return required ? wa_send_error(ctx, name, "is required") : 0;
+    }
+
+    if (!YAJL_IS_STRING(v)) {
+        return wa_send_error(ctx, name, "must be a string");
+    }
+
+    n = wa_send_chars(v->u.string);
+
+    if (n == 0 && nonempty) {
+        return wa_send_error(ctx, name, "must not be empty");
+    }
+
+    if (n > max) {
+        return wa_send_error(ctx, name, "is longer than %zu characters", max);
+    }
+
+    if (value != NULL) {
+        *value = v->u.string;
+    }
+
+    return 0;
+}
+
+
+static int
+wa_send_bool(wa_send_ctx_t *ctx, yajl_val obj, const char *name)
+{
+    yajl_val  v;
+
+    v = wa_send_get(obj, name);
+
+    if (v != NULL && !YAJL_IS_TRUE(v) && !YAJL_IS_FALSE(v)) {
+        return wa_send_error(ctx, name, "must be true or false");
+    }
+
+    return 0;
+}
+
+
+/* One of values (NULL-terminated); *index is -1 when absent. */
+static int
+wa_send_enum(wa_send_ctx_t *ctx, yajl_val obj, const char *name,
+    int required, const char *const *values, int nocase, int *index)
+{
+    int        i;
+    size_t     n;
+    yajl_val   v;
+
+    *index = -1;
+
+    v = wa_send_get(obj, name);
+
+    if (v == NULL) {
+        return required ? wa_send_error(ctx, name, "is required") : 0;
+    }
+
+    for (i = 0; YAJL_IS_STRING(v) && values[i] != NULL; i++) {
+        if ((nocase ? strcasecmp(v->u.string, values[i])
+                    : strcmp(v->u.string, values[i])) == 0)
+        {
+            *index = i;
+            return 0;
+        }
+    }
+
+    if (values[1] == NULL) {
+        return wa_send_error(ctx, name, "must be %s", values[0]);
+    }
+
+    wa_send_error(ctx, name, "must be one of:");
+
+    for (i = 0; values[i] != NULL; i++) {
+        n = strlen(ctx->message);
+
+        if (n + 1 >= sizeof(ctx->message)) {
+            break;
+        }
+
+        snprintf(ctx->message + n, sizeof(ctx->message) - n, "%s %s",
+                 (i > 0) ? "," : "", values[i]);
+    }
+
+    return -1;
+}
+
+
+/* the path of the value being checked, for errors */
+
+/* Appends ".name" (or "name" at the top); returns the length before. */
+static size_t
+wa_send_push(wa_send_ctx_t *ctx, const char *name)
+{
+    size_t  len;
+
+    len = ctx->len;
+
+    if (len > 0) {
+        wa_send_append(ctx, ".", 1);
+    }
+
+    wa_send_append(ctx, name, strlen(name));
+
+    return len;
+}
+
+
+static size_t
+wa_send_push_index(wa_send_ctx_t *ctx, size_t i)
+{
+    int     n;
+    char    buf[32];
+    size_t  len;
+
+    len = ctx->len;
+    n = snprintf(buf, sizeof(buf), "[%zu]", i);
+
+    wa_send_append(ctx, buf, (size_t) n);
+
+    return len;
+}
+
+
+static void
+wa_send_pop(wa_send_ctx_t *ctx, size_t len)
+{
+    ctx->len = len;
+    ctx->path[len] = '\0';
+}
+
+
+/* a path too long is cut rather than refused: it only names the field */
+static void
+wa_send_append(wa_send_ctx_t *ctx, const char *s, size_t n)
+{
+    while (n > 0 && ctx->len < WA_SEND_FIELD_MAX - 1) {
+        ctx->path[ctx->len++] = wa_send_printable(*s++);
+        n--;
+    }
+
+    ctx->path[ctx->len] = '\0';
+}
+
+
+/* Sets the error at the path (and its member name, if not NULL): -1. */
+static int
+wa_send_error(wa_send_ctx_t *ctx, const char *name, const char *fmt, ...)
+{
+    size_t   len;
+    va_list  args;
+
+    len = ctx->len;
+
+    if (name != NULL) {
+        wa_send_push(ctx, name);
+    }
+
+    memcpy(ctx->field, ctx->path, ctx->len + 1);
+    wa_send_pop(ctx, len);
+
+    va_start(args, fmt);
+    vsnprintf(ctx->message, sizeof(ctx->message), fmt, args);
+    va_end(args);
+
+    return -1;
+}
+
+
+/* what the caller can put in a JSON string as it is */
+static char
+wa_send_printable(char c)
+{
+    return (c < 0x20 || c > 0x7e || c == '"' || c == '\\') ? '?' : c;
+}

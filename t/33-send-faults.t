@@ -1,0 +1,160 @@
+# Sending when things go wrong: retries only where Meta surely did not act
+# (throttling, 5xx), with growing delays, and a limit; a refused token
+# pauses only its number until a new one is stored; an answer lost after
+# the request left is never resent (and Meta's webhooks resolve it); kill -9
+# of the worker mid-sends: nothing lost, nothing sent twice.
+use strict;
+use warnings;
+use JSON::PP;
+use Test::More;
+use WaTest;
+use WaTest::Send;
+
+my $PN = $WaTest::Send::PN;
+my $PN2 = $WaTest::Send::PN2;
+
+my $t = WaTest::Send->start(env => { WA_SENDER_MAX_ATTEMPTS => 4,
+                                     WA_SENDER_TIMEOUT_MS => 1500,
+                                     WA_WORKER_CLAIM_IDLE_MS => 3000 });
+my $pg = $t->pg;
+my $sim = $t->sim;
+
+sub template {
+    my ($to, %o) = @_;
+    return { to => $to, type => 'template',
+             template => { name => 'hello', language => { code => 'en' } },
+             %o };
+}
+
+sub gaps {
+    my @t = sort { $a <=> $b } map { $_->{t_ms} } @{ $t->received($_[0]) };
+    return map { $t[$_] - $t[$_ - 1] } 1 .. $#t;
+}
+
+# --- retried: throttling, then 5xx -------------------------------------------
+
+$sim->add_rule({ match => { to => '+4940000001' }, times => 2,
+                 error => { code => 130429 } });
+my $id = $t->send(template('+4940000001'))->{doc}{id};
+ok($t->wait_status($id, 'read', 20), '130429 twice, then sent');
+my @g = gaps($id);
+is(scalar @g, 2, '... three requests in all');
+cmp_ok($g[1], '>', $g[0], "... with a growing delay (@g ms)");
+
+$sim->add_rule({ match => { to => '+4940000002' }, times => 3,
+                 http_status => 503 });
+$id = $t->send(template('+4940000002'))->{doc}{id};
+ok($t->wait_status($id, 'read', 20), 'a 503 three times, then sent');
+@g = gaps($id);
+is(scalar @g, 3, '... four requests in all');
+ok($g[0] <= $g[1] && $g[1] <= $g[2] && $g[2] > $g[0],
+   "... the delays grow (@g ms)");
+cmp_ok($g[0], '>=', 40, '... and are delays (backoff base 100 ms, jittered)');
+
+$sim->add_rule({ match => { to => '+4940000003' }, error => { code => 131000 } });
+$id = $t->send(template('+4940000003'))->{doc}{id};
+ok($t->wait_status($id, 'failed', 20), 'a transient error that lasts: failed');
+is(scalar @{ $t->received($id) }, 4, '... after max_attempts (4) requests');
+like(($t->row($id, 'error_title'))[0], qr/given up after 4 attempts/,
+     '... and says so');
+$sim->clear_rules;
+
+# --- a refused token pauses its number, only its number ---------------------
+
+$sim->add_rule({ match => { token => 'tok-two' }, error => { code => 190 } });
+my $p2 = $t->send(template('+4940000010', phone_number_id => $PN2))->{doc}{id};
+ok(wait_until(sub { $pg->query("SELECT send_paused_at IS NOT NULL FROM "
+                               . "phone_numbers WHERE phone_number_id = "
+                               . "'$PN2'") eq "t\n" }, 10),
+   'Meta refuses the token (190): the number is paused');
+like($t->worker->log, qr/refused the access token of $PN2/,
+     '... said in the log');
+my $p1 = $t->send(template('+4940000011'))->{doc}{id};
+ok($t->wait_status($p1, 'read', 10), 'the other number still sends');
+my $p2b = $t->send(template('+4940000012', phone_number_id => $PN2))->{doc}{id};
+sleep 1;
+is(($t->row($p2, 'status'))[0], 'queued', 'the paused number waits: queued');
+is(($t->row($p2b, 'status'))[0], 'queued', '... its new messages too');
+is(scalar @{ $t->received($p2b) }, 0, '... not sent meanwhile');
+ok(grep({ $_->[0] eq 'phone.health' && $_->[1]{phone_number_id} eq $PN2 }
+        @{ $t->updates }), '... announced as phone.health');
+
+$sim->clear_rules;
+$t->token($PN2, 'tok-three');
+ok($t->wait_status($p2, 'read', 15) && $t->wait_status($p2b, 'read', 15),
+   'a new token stored: both sent');
+is($t->received($p2b)->[0]{authorization}, 'Bearer tok-three',
+   '... with the new token');
+
+# the token at rest is sealed: neither its text nor its bytes in PostgreSQL
+my $sealed = $pg->query("SELECT encode(sealed, 'escape') FROM "
+                        . "phone_number_tokens");
+unlike($sealed, qr/tok-(one|two|three)/, 'tokens are sealed at rest');
+unlike($t->worker->log, qr/tok-(one|two|three)/, '... and never logged');
+
+# --- the answer lost after the request left: not resent ---------------------
+
+$sim->add_rule({ match => { to => '+4940000020' }, times => 2,
+                 drop => 'close' });
+$id = $t->send(template('+4940000020'))->{doc}{id};
+ok($t->wait_status($id, 'unknown', 10), 'no answer to a sent request: unknown');
+like(($t->row($id, 'error_title'))[0], qr/not sent again/, '... and why');
+sleep 1.5;
+my $n = scalar @{ $t->received($id) };
+# (libcurl itself retries once a request a reused keep-alive connection
+# died on before any answer: it cannot tell it from a stale connection)
+ok($n >= 1 && $n <= 2, "... the sender did not send it again ($n)");
+
+$sim->add_rule({ match => { to => '+4940000021' }, times => 1,
+                 delay_ms => 2500 });
+$id = $t->send(template('+4940000021'))->{doc}{id};
+ok($t->wait_status($id, 'unknown', 10),
+   'Meta too slow (timeout after the request left): unknown');
+ok($t->wait_status($id, 'read', 15),
+   "Meta had accepted it: its status webhooks carry our id back, it moves on");
+is(scalar @{ $t->received($id) }, 1, '... sent once');
+like(($t->row($id, 'wamid'))[0], qr/^wamid\./, '... with its wamid');
+
+# --- kill -9 mid-sends --------------------------------------------------------
+
+$sim->clear_requests;
+$sim->add_rule({ delay_ms => 200 });
+my @reqs = map {
+    WaTest::http_raw('POST', '/v1/messages',
+                     { 'Content-Type' => 'application/json', 'X-Phones' => '*',
+                       'X-Assigned' => 'false' },
+                     encode_json({ phone_number_id => $PN, priority => 'bulk',
+                                   %{ template(sprintf '+4941%07d', $_) } }))
+} 1 .. 300;
+my $answers = http_parallel($t->nginx->port, \@reqs);
+is(scalar(grep { $_->{status} == 202 } @$answers), 300, '300 sends queued');
+ok(wait_until(sub { @{ $sim->requests } >= 60 }, 20), 'sending under way');
+$t->worker->kill9;
+$sim->clear_rules;
+$t->worker->start;
+
+ok(wait_until(sub {
+       $pg->query("SELECT count(*) FROM messages WHERE direction = 'out' AND "
+                  . "content->>'to' LIKE '+4941%' AND status IN "
+                  . "('queued', 'sending')") eq "0\n" }, 60),
+   'after the restart, nothing left queued or sending')
+    or diag($pg->query("SELECT status, count(*) FROM messages GROUP BY 1"));
+
+my %by_id;
+push @{ $by_id{$_->{body}{biz_opaque_callback_data}} }, $_
+    for grep { ($_->{body}{to} // '') =~ /^\+4941/ } @{ $sim->requests };
+my @twice = grep { @{ $by_id{$_} } > 1 } keys %by_id;
+is(scalar @twice, 0, 'no message sent twice');
+is(scalar keys %by_id, 300, 'every message reached Meta');
+
+# every one Meta accepted is linked to its wamid, an unknown one too (its
+# webhooks named it)
+ok(wait_until(sub {
+       $pg->query("SELECT count(*) FROM messages WHERE content->>'to' LIKE "
+                  . "'+4941%' AND wamid LIKE 'wamid.%'") eq "300\n" }, 30),
+   'all 300 have their wamid')
+    or diag($pg->query("SELECT status, count(*) FROM messages WHERE "
+                       . "content->>'to' LIKE '+4941%' GROUP BY 1"));
+
+$t->stop;
+done_testing;

@@ -1,0 +1,52 @@
+/*
+ * Pacing, Meta's two limits (cloud-api-facts, section 6):
+ *   a number's throughput, N messages a second: a sliding window of the
+ *   last N send times, so no second ever holds more than N (a token
+ *   bucket lets a full bucket plus a second's refill through);
+ *   the (business, consumer) pair rate, one message per ~6 s with short
+ *   bursts borrowed: a token bucket per recipient.
+ */
+
+#ifndef WA_PACE_H
+#define WA_PACE_H
+
+
+/*
+ * Our clock and Meta's are not the same clock, and a request waits a
+ * little between its pacing and Meta: a window is this much longer than
+ * a second (the pace is 98% of the rate).
+ */
+#define WA_PACE_WINDOW_MS  1020
+
+
+typedef struct {
+    long long  *at;         /* ring of the last n send times */
+    int         n;
+    int         next;       /* the oldest slot, overwritten next */
+} wa_window_t;
+
+
+typedef struct {
+    double      tokens;
+    long long   at;         /* when tokens was counted */
+} wa_bucket_t;
+
+
+/* n sends per window; 0 or -1.  Resizing forgets the past. */
+int wa_window_init(wa_window_t *w, int n);
+void wa_window_free(wa_window_t *w);
+
+/* 0: a send at now is allowed and counted; else the ms to wait. */
+long long wa_window_take(wa_window_t *w, long long now);
+
+void wa_bucket_init(wa_bucket_t *b, int burst, long long now);
+
+/* 0: taken; else the ms until a token (burst, one per interval_ms). */
+long long wa_bucket_take(wa_bucket_t *b, int burst, int interval_ms,
+    long long now);
+
+/* Full again (nothing sent for long): may be forgotten. */
+int wa_bucket_full(const wa_bucket_t *b, int burst, int interval_ms,
+    long long now);
+
+#endif /* WA_PACE_H */
