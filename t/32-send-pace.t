@@ -3,7 +3,6 @@
 # then one per interval), agent replies ahead of bulk sends.
 use strict;
 use warnings;
-use JSON::PP;
 use Test::More;
 use WaTest;
 use WaTest::Send;
@@ -34,16 +33,9 @@ sub most_in {
 # --- 500 sends to one number at 80/s ----------------------------------------
 
 # all at once, as a campaign would queue them
-my @ids;
-my @reqs = map {
-    WaTest::http_raw('POST', '/v1/messages',
-                     { 'Content-Type' => 'application/json', 'X-Phones' => '*',
-                       'X-Assigned' => 'false' },
-                     JSON::PP->new->encode({ phone_number_id => $PN,
-                                            to => sprintf('+4930%08d', $_),
-                                            priority => 'bulk', template() }))
-} 1 .. 500;
-my $answers = http_parallel($t->nginx->port, \@reqs);
+my $answers = $t->send_many(map { { to => sprintf('+4930%08d', $_),
+                                    priority => 'bulk', template() } }
+                              1 .. 500);
 is(scalar(grep { $_->{status} == 202 } @$answers), 500, '500 sends queued');
 
 ok(wait_until(sub { $t->pg->query("SELECT count(*) FROM messages WHERE "
@@ -99,15 +91,8 @@ cmp_ok($h[1] - $h[0], '>=', 900, '... after about a second (4^0 s)');
 # --- agent replies ahead of bulk sends ----------------------------------------
 
 $t->sim->clear_requests;
-my @bulk = map {
-    WaTest::http_raw('POST', '/v1/messages',
-                     { 'Content-Type' => 'application/json', 'X-Phones' => '*',
-                       'X-Assigned' => 'false' },
-                     JSON::PP->new->encode({ phone_number_id => $PN,
-                                            to => sprintf('+4931%08d', $_),
-                                            priority => 'bulk', template() }))
-} 1 .. 240;
-http_parallel($t->nginx->port, \@bulk);
+$t->send_many(map { { to => sprintf('+4931%08d', $_), priority => 'bulk',
+                     template() } } 1 .. 240);
 sleep 0.5;
 my $reply = $t->send({ to => $TO, type => 'text', text => { body => 'agent' } },
                      { 'X-Agent' => 'ag1' })->{doc}{id};

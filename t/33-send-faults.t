@@ -5,7 +5,6 @@
 # of the worker mid-sends: nothing lost, nothing sent twice.
 use strict;
 use warnings;
-use JSON::PP;
 use Test::More;
 use WaTest;
 use WaTest::Send;
@@ -94,16 +93,18 @@ unlike($t->worker->log, qr/tok-(one|two|three)/, '... and never logged');
 
 # --- the answer lost after the request left: not resent ---------------------
 
-$sim->add_rule({ match => { to => '+4940000020' }, times => 2,
-                 drop => 'close' });
+$sim->add_rule({ match => { to => '+4940000020' }, drop => 'close' });
 $id = $t->send(template('+4940000020'))->{doc}{id};
 ok($t->wait_status($id, 'unknown', 10), 'no answer to a sent request: unknown');
 like(($t->row($id, 'error_title'))[0], qr/not sent again/, '... and why');
-sleep 1.5;
 my $n = scalar @{ $t->received($id) };
-# (libcurl itself retries once a request a reused keep-alive connection
-# died on before any answer: it cannot tell it from a stale connection)
-ok($n >= 1 && $n <= 2, "... the sender did not send it again ($n)");
+sleep 1.5;
+is(scalar @{ $t->received($id) }, $n, '... and the sender did not send it again');
+# (libcurl itself sends a request again on a fresh connection when a
+# reused keep-alive one closes before any answer, a few times: it cannot
+# tell that from a connection the server had closed as idle)
+cmp_ok($n, '<=', 6, "... libcurl's own retries are bounded ($n)");
+$sim->clear_rules;
 
 $sim->add_rule({ match => { to => '+4940000021' }, times => 1,
                  delay_ms => 2500 });
@@ -119,14 +120,9 @@ like(($t->row($id, 'wamid'))[0], qr/^wamid\./, '... with its wamid');
 
 $sim->clear_requests;
 $sim->add_rule({ delay_ms => 200 });
-my @reqs = map {
-    WaTest::http_raw('POST', '/v1/messages',
-                     { 'Content-Type' => 'application/json', 'X-Phones' => '*',
-                       'X-Assigned' => 'false' },
-                     encode_json({ phone_number_id => $PN, priority => 'bulk',
-                                   %{ template(sprintf '+4941%07d', $_) } }))
-} 1 .. 300;
-my $answers = http_parallel($t->nginx->port, \@reqs);
+my $answers = $t->send_many(map { { priority => 'bulk',
+                                    %{ template(sprintf '+4941%07d', $_) } } }
+                              1 .. 300);
 is(scalar(grep { $_->{status} == 202 } @$answers), 300, '300 sends queued');
 ok(wait_until(sub { @{ $sim->requests } >= 60 }, 20), 'sending under way');
 $t->worker->kill9;

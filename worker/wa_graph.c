@@ -349,20 +349,20 @@ wa_graph_finish(wa_graph_t *g, wa_graph_req_t *req, CURLcode rc)
 
 
 /*
- * No answer.  Whether Meta may have acted is whether any of the request
- * left: libcurl counts the bytes it sent (CURLINFO_REQUEST_SIZE).  A
- * request that never left (no connection, a refused one) is retried; one
- * that did is not, as Meta has no idempotency key and a retry could
+ * No answer.  Whether Meta may have acted is whether the request may have
+ * left: not while the connection was being made (libcurl had not reached
+ * the point of sending: no pre-transfer time), which is retried; after
+ * that, it is not, as Meta has no idempotency key and a retry could
  * deliver the message twice.
  */
 static void
 wa_graph_transport(wa_graph_req_t *req, CURLcode rc, wa_graph_result_t *res)
 {
-    long  sent = 0;
+    curl_off_t  pretransfer = 0;
 
-    curl_easy_getinfo(req->easy, CURLINFO_REQUEST_SIZE, &sent);
+    curl_easy_getinfo(req->easy, CURLINFO_PRETRANSFER_TIME_T, &pretransfer);
 
-    if (sent == 0) {
+    if (pretransfer == 0) {
         res->outcome = WA_GRAPH_RETRY;
         snprintf(res->title, sizeof(res->title), "not sent: %s",
                  curl_easy_strerror(rc));

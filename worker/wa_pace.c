@@ -32,15 +32,26 @@ wa_window_free(wa_window_t *w)
 
 
 long long
-wa_window_take(wa_window_t *w, long long now)
+wa_window_wait(const wa_window_t *w, long long now)
 {
     long long  free_at;
 
     /* the n-th send before this one must be a window ago */
     free_at = w->at[w->next] + WA_PACE_WINDOW_MS;
 
-    if (free_at > now) {
-        return free_at - now;
+    return free_at > now ? free_at - now : 0;
+}
+
+
+long long
+wa_window_take(wa_window_t *w, long long now)
+{
+    long long  wait;
+
+    wait = wa_window_wait(w, now);
+
+    if (wait) {
+        return wait;
     }
 
     w->at[w->next] = now;
@@ -59,7 +70,7 @@ wa_bucket_init(wa_bucket_t *b, int burst, long long now)
 
 
 static void
-wa_bucket_refill(wa_bucket_t *b, int burst, int interval_ms, long long now)
+wa_bucket_refill(wa_bucket_t *b, int burst, double interval_ms, long long now)
 {
     b->tokens += (double) (now - b->at) / interval_ms;
     b->at = now;
@@ -71,7 +82,7 @@ wa_bucket_refill(wa_bucket_t *b, int burst, int interval_ms, long long now)
 
 
 long long
-wa_bucket_take(wa_bucket_t *b, int burst, int interval_ms, long long now)
+wa_bucket_take(wa_bucket_t *b, int burst, double interval_ms, long long now)
 {
     wa_bucket_refill(b, burst, interval_ms, now);
 
@@ -85,7 +96,7 @@ wa_bucket_take(wa_bucket_t *b, int burst, int interval_ms, long long now)
 
 
 int
-wa_bucket_full(const wa_bucket_t *b, int burst, int interval_ms,
+wa_bucket_full(const wa_bucket_t *b, int burst, double interval_ms,
     long long now)
 {
     return b->tokens + (double) (now - b->at) / interval_ms >= burst;

@@ -69,7 +69,8 @@ struct wa_number_s {
     int            paused;          /* Meta refused the token */
     int            warned;          /* that it has none, once */
     int            rate;
-    wa_window_t    window;
+    wa_window_t    window;          /* no second over the rate */
+    wa_bucket_t    spread;          /* the rate spread over the second */
     long long      hold_until;      /* Meta throttled it */
     int            strikes;         /* throttles in a row */
     wa_queue_t     agent;           /* agent replies, read receipts */
@@ -623,6 +624,7 @@ wa_sender_numbers(wa_sender_t *s)
             }
 
             n->rate = rate;
+            wa_bucket_init(&n->spread, WA_PACE_BURST(rate), wa_sender_now());
         }
 
         /* a token stored since we looked: read it, lift the pause */
@@ -705,6 +707,7 @@ wa_sender_number(wa_sender_t *s, const char *id)
     }
 
     n->rate = s->cf.sender_rate;
+    wa_bucket_init(&n->spread, WA_PACE_BURST(n->rate), wa_sender_now());
     n->next = s->numbers;
     s->numbers = n;
 
@@ -952,7 +955,12 @@ wa_sender_dispatch(wa_sender_t *s, long long now, long long *wake)
                 }
             }
 
-            wait = wa_window_take(&n->window, now);
+            wait = wa_window_wait(&n->window, now);
+
+            if (wait == 0) {
+                wait = wa_bucket_take(&n->spread, WA_PACE_BURST(n->rate),
+                                      1000.0 / n->rate, now);
+            }
 
             if (wait) {
                 if (r) {
@@ -965,6 +973,8 @@ wa_sender_dispatch(wa_sender_t *s, long long now, long long *wake)
 
                 continue;
             }
+
+            (void) wa_window_take(&n->window, now);
 
             (void) wa_queue_pop(q);
 

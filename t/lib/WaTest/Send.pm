@@ -47,7 +47,7 @@ sub start {
         port   => $port,
         http   => "whatsapp_redis " . $self->{redis}->addr . ";"
                 . " whatsapp_postgres \"" . $self->{pg}->conninfo
-                . "\" pool=2;",
+                . "\" pool=2 queue=1000;",
         server => webhook_location()
                 . " location /v1/ { whatsapp_api;"
                 . "   whatsapp_auth scope \$http_x_agent \$http_x_phones"
@@ -112,19 +112,36 @@ sub webhook {
 }
 
 
+# The scope of a call: agent ag1, every number, unless headers say
+sub headers {
+    my ($self, $body, $headers) = @_;
+    return { 'X-Agent' => 'ag1', 'X-Phones' => '*', 'X-Assigned' => 'false',
+             (defined $body ? ('Content-Type' => 'application/json') : ()),
+             %{ $headers // {} } };
+}
+
+
 # call(METHOD, path, body (ref: JSON-encoded), headers) -> response, with
-# ->{doc} decoded; the scope: every number, no agent, unless headers say
+# ->{doc} decoded
 sub call {
     my ($self, $method, $path, $body, $headers) = @_;
     $body = $json->encode($body) if ref $body;
-    my $res = WaTest::http_request(
-        $self->{nginx}->port, $method, $path,
-        { 'X-Agent' => 'ag1', 'X-Phones' => '*', 'X-Assigned' => 'false',
-          (defined $body ? ('Content-Type' => 'application/json') : ()),
-          %{ $headers // {} } },
-        $body);
+    my $res = WaTest::http_request($self->{nginx}->port, $method, $path,
+                                   $self->headers($body, $headers), $body);
     $res->{doc} = eval { decode_json($res->{body}) };
     return $res;
+}
+
+
+# Many POST /v1/messages at once (from $PN unless a message says); the
+# responses, in order
+sub send_many {
+    my ($self, @msgs) = @_;
+    my @reqs = map {
+        my $body = $json->encode({ phone_number_id => $PN, %$_ });
+        WaTest::http_raw('POST', '/v1/messages', $self->headers($body), $body)
+    } @msgs;
+    return WaTest::http_parallel($self->{nginx}->port, \@reqs);
 }
 
 
