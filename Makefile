@@ -124,10 +124,11 @@ test-module: $(MODULE_SO) $(WORKER_ASAN)
 	WA_MODULE=$(MODULE_SO) WA_WORKER=$(WORKER_ASAN) prove -I t/lib t/0*.t t/2*.t
 
 # the same suite with the module built with ASan/UBSan and libasan
-# preloaded into NGINX; leaks are checked when each process exits
-test-asan: $(ASAN_SO) $(WORKER_ASAN)
+# preloaded into NGINX (and the sends through the API, t/31); leaks are
+# checked when each process exits
+test-asan: $(ASAN_SO) $(WORKER_ASAN) $(SIM)
 	WA_MODULE=$(ASAN_SO) WA_WORKER=$(WORKER_ASAN) WA_ASAN=1 \
-	    prove -I t/lib t/0*.t t/2*.t
+	    WA_GRAPH_SIM=$(SIM) prove -I t/lib t/0*.t t/2*.t t/31-send.t
 
 # t/3*.t: sending, with the Graph API simulator
 test-worker: $(WORKER_ASAN) $(MODULE_SO) $(SIM)

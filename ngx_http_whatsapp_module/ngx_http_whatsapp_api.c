@@ -79,7 +79,7 @@ static void ngx_http_whatsapp_api_sql_error(ngx_http_request_t *r,
     ngx_http_whatsapp_api_ctx_t *ctx, PGresult *res);
 static void ngx_http_whatsapp_api_cleanup(void *data);
 static void ngx_http_whatsapp_api_wake(ngx_http_request_t *r);
-static void ngx_http_whatsapp_api_woken(void *data, redisReply *reply,
+static void ngx_http_whatsapp_api_xadded(void *data, redisReply *reply,
     ngx_http_whatsapp_redis_result_e result);
 static ngx_int_t ngx_http_whatsapp_api_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *code, ngx_str_t *message);
@@ -876,59 +876,84 @@ ngx_http_whatsapp_api_cleanup(void *data)
 
 /*
  * The function wrote an outbox row; the worker publishes it when told
- * (else at its next sweep).  Fire and forget: the answer is not delayed
- * for it, and a failure costs only latency.
+ * (else at its next sweep).
  */
 static void
 ngx_http_whatsapp_api_wake(ngx_http_request_t *r)
 {
-    size_t                          argvlen[5];
-    ngx_int_t                       rc;
-    const char                     *argv[5];
+    const char                    *fields[2];
+    size_t                         lens[2];
+    ngx_http_whatsapp_loc_conf_t  *wlcf;
+
+    wlcf = ngx_http_get_module_loc_conf(r, ngx_http_whatsapp_module);
+
+    fields[0] = "wake";
+    lens[0] = sizeof("wake") - 1;
+    fields[1] = "outbox";
+    lens[1] = sizeof("outbox") - 1;
+
+    ngx_http_whatsapp_api_xadd(r, &wlcf->events_key, 2, fields, lens,
+                               "the worker was not woken: it publishes at "
+                               "its next sweep");
+}
+
+
+/*
+ * XADD key * fields... without waiting: the answer is not delayed for
+ * it, and a failure costs only latency (consequence says what it costs).
+ */
+void
+ngx_http_whatsapp_api_xadd(ngx_http_request_t *r, ngx_str_t *key,
+    ngx_uint_t n, const char **fields, const size_t *lens,
+    const char *consequence)
+{
+    size_t                          argvlen[3 + NGX_HTTP_WHATSAPP_XADD_MAX];
+    ngx_uint_t                      i;
+    const char                     *argv[3 + NGX_HTTP_WHATSAPP_XADD_MAX];
     ngx_http_whatsapp_loc_conf_t   *wlcf;
     ngx_http_whatsapp_redis_cmd_t  *cmd;
 
     wlcf = ngx_http_get_module_loc_conf(r, ngx_http_whatsapp_module);
 
-    if (wlcf->redis == NULL) {
+    if (wlcf->redis == NULL || key->len == 0) {
         return;
     }
 
     argv[0] = "XADD";
     argvlen[0] = sizeof("XADD") - 1;
-    argv[1] = (const char *) wlcf->events_key.data;
-    argvlen[1] = wlcf->events_key.len;
+    argv[1] = (const char *) key->data;
+    argvlen[1] = key->len;
     argv[2] = "*";
     argvlen[2] = 1;
-    argv[3] = "wake";
-    argvlen[3] = sizeof("wake") - 1;
-    argv[4] = "outbox";
-    argvlen[4] = sizeof("outbox") - 1;
 
-    /* data outlives the request: the location's configuration */
-    rc = ngx_http_whatsapp_redis_send(wlcf->redis, 5, argv, argvlen,
-                                      wlcf->redis_timeout,
-                                      ngx_http_whatsapp_api_woken, wlcf,
-                                      &cmd);
+    for (i = 0; i < n && i < NGX_HTTP_WHATSAPP_XADD_MAX; i++) {
+        argv[3 + i] = fields[i];
+        argvlen[3 + i] = lens[i];
+    }
 
-    if (rc != NGX_OK) {
+    /* consequence is a literal: it outlives the request */
+    if (ngx_http_whatsapp_redis_send(wlcf->redis, 3 + i, argv, argvlen,
+                                     wlcf->redis_timeout,
+                                     ngx_http_whatsapp_api_xadded,
+                                     (void *) consequence, &cmd)
+        != NGX_OK)
+    {
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "whatsapp: the worker was not woken (Redis "
-                      "unavailable); it publishes at its next sweep");
+                      "whatsapp: Redis unavailable, %s", consequence);
     }
 }
 
 
 static void
-ngx_http_whatsapp_api_woken(void *data, redisReply *reply,
+ngx_http_whatsapp_api_xadded(void *data, redisReply *reply,
     ngx_http_whatsapp_redis_result_e result)
 {
     if (result != NGX_HTTP_WHATSAPP_REDIS_REPLY
         || reply->type == REDIS_REPLY_ERROR)
     {
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                      "whatsapp: the worker was not woken (Redis did not "
-                      "take the entry); it publishes at its next sweep");
+                      "whatsapp: Redis did not take the entry, %s",
+                      (const char *) data);
     }
 }
 

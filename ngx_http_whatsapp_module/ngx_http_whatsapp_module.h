@@ -128,6 +128,13 @@ ngx_int_t ngx_http_whatsapp_conf_read_file(ngx_conf_t *cf, ngx_str_t *name,
 ngx_int_t ngx_http_whatsapp_api_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_whatsapp_api_init(ngx_conf_t *cf);
 
+/* A fire-and-forget XADD of up to NGX_HTTP_WHATSAPP_XADD_MAX fields */
+#define NGX_HTTP_WHATSAPP_XADD_MAX  8
+
+void ngx_http_whatsapp_api_xadd(ngx_http_request_t *r, ngx_str_t *key,
+    ngx_uint_t n, const char **fields, const size_t *lens,
+    const char *consequence);
+
 /* POST /messages (ngx_http_whatsapp_send.c) */
 ngx_int_t ngx_http_whatsapp_send_check(ngx_http_request_t *r,
     const char *body, const char **values, ngx_str_t *msg);

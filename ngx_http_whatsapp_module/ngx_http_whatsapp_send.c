@@ -19,10 +19,6 @@
 #define NGX_HTTP_WHATSAPP_SEND_PARAMS  5
 
 
-static void ngx_http_whatsapp_send_rung(void *data, redisReply *reply,
-    ngx_http_whatsapp_redis_result_e result);
-
-
 /*
  * The body checked; what it says in values (phone number, recipient,
  * free-form, bulk, idempotency key: wa_api_send's parameters), copied to
@@ -85,75 +81,39 @@ ngx_http_whatsapp_send_check(ngx_http_request_t *r, const char *body,
 
 
 /*
- * XADD wa:outbox * cmd <command> sub <agent> rcvd <ms>.  Fire and
- * forget: the message is stored already, and a doorbell lost with Redis
- * costs only latency (the sender also sweeps what is queued).
+ * XADD wa:outbox * cmd <command> sub <agent> rcvd <ms>.  The message is
+ * stored already: a doorbell lost with Redis costs only latency (the
+ * sender also sweeps what is queued).
  */
 void
 ngx_http_whatsapp_send_ring(ngx_http_request_t *r, ngx_str_t *command,
     ngx_str_t *agent)
 {
     u_char                         rcvd[NGX_INT64_LEN];
-    size_t                         argvlen[9];
-    ngx_int_t                      rc;
+    size_t                         lens[6];
     ngx_time_t                    *tp;
-    const char                    *argv[9];
+    const char                    *fields[6];
     ngx_http_whatsapp_loc_conf_t  *wlcf;
-    ngx_http_whatsapp_redis_cmd_t *cmd;
 
     wlcf = ngx_http_get_module_loc_conf(r, ngx_http_whatsapp_module);
 
-    if (wlcf->redis == NULL || wlcf->outbox_key.len == 0) {
-        return;
-    }
-
     tp = ngx_timeofday();
 
-    argv[0] = "XADD";
-    argv[1] = (const char *) wlcf->outbox_key.data;
-    argvlen[1] = wlcf->outbox_key.len;
-    argv[2] = "*";
-    argv[3] = "cmd";
-    argv[4] = (const char *) command->data;
-    argvlen[4] = command->len;
-    argv[5] = "sub";
-    argv[6] = agent->len ? (const char *) agent->data : "-";
-    argvlen[6] = agent->len ? agent->len : 1;
-    argv[7] = "rcvd";
-    argv[8] = (const char *) rcvd;
-    argvlen[8] = ngx_sprintf(rcvd, "%M", (ngx_msec_t) tp->sec * 1000
-                                          + tp->msec) - rcvd;
+    fields[0] = "cmd";
+    lens[0] = 3;
+    fields[1] = (const char *) command->data;
+    lens[1] = command->len;
+    fields[2] = "sub";
+    lens[2] = 3;
+    fields[3] = agent->len ? (const char *) agent->data : "-";
+    lens[3] = agent->len ? agent->len : 1;
+    fields[4] = "rcvd";
+    lens[4] = 4;
+    fields[5] = (const char *) rcvd;
+    lens[5] = ngx_sprintf(rcvd, "%M", (ngx_msec_t) tp->sec * 1000 + tp->msec)
+              - rcvd;
 
-    argvlen[0] = 4;
-    argvlen[2] = 1;
-    argvlen[3] = 3;
-    argvlen[5] = 3;
-    argvlen[7] = 4;
-
-    rc = ngx_http_whatsapp_redis_send(wlcf->redis, 9, argv, argvlen,
-                                      wlcf->redis_timeout,
-                                      ngx_http_whatsapp_send_rung, NULL,
-                                      &cmd);
-
-    if (rc != NGX_OK) {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "whatsapp: the sender's doorbell did not ring (Redis "
-                      "unavailable); it finds the message at its next "
-                      "sweep");
-    }
-}
-
-
-static void
-ngx_http_whatsapp_send_rung(void *data, redisReply *reply,
-    ngx_http_whatsapp_redis_result_e result)
-{
-    if (result != NGX_HTTP_WHATSAPP_REDIS_REPLY
-        || reply->type == REDIS_REPLY_ERROR)
-    {
-        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                      "whatsapp: the sender's doorbell did not ring (Redis "
-                      "did not take the entry); it finds the message at "
-                      "its next sweep");
-    }
+    ngx_http_whatsapp_api_xadd(r, &wlcf->outbox_key, 6, fields, lens,
+                               "the sender's doorbell did not ring: it "
+                               "finds the message at its next sweep");
 }
