@@ -27,7 +27,7 @@ names=()
 
 # newest first, each with its own graceful signal
 stop() {
-    trap - INT TERM EXIT
+    trap "" INT TERM; trap - EXIT
     echo
     echo "stopping..."
     local i sig
@@ -168,8 +168,9 @@ cat <<MSG
   Watch realtime updates reach a browser's stream (another terminal):
     curl -N -H "Authorization: Bearer $token" http://127.0.0.1:$http_port/whatsapp/events
 
-  Send a correctly signed sample event:
-    body=\$(sed "s/\\"timestamp\\":\\"[0-9]*/\\"timestamp\\":\\"\$(date +%s)/" t/fixtures/text.json); curl -i $url -H "X-Hub-Signature-256: sha256=\$(printf %s "\$body" | openssl dgst -sha256 -hmac "\$(cat $prefix/app_secret)" -r | cut -d' ' -f1)" --data-binary "\$body"
+  Send a correctly signed sample event (a customer's message, now, with a
+  fresh id: it opens the 24-hour window for the reply below):
+    body=\$(sed -e "s/\\"timestamp\\":\\"[0-9]*/\\"timestamp\\":\\"\$(date +%s)/" -e "s/wamid\\.[^\\"]*/wamid.sample\$(date +%s%N)/" t/fixtures/text.json); curl -i $url -H "X-Hub-Signature-256: sha256=\$(printf %s "\$body" | openssl dgst -sha256 -hmac "\$(cat $prefix/app_secret)" -r | cut -d' ' -f1)" --data-binary "\$body"
 
   Meta's verification handshake:
     curl "$url?hub.mode=subscribe&hub.verify_token=\$(cat $prefix/verify_token)&hub.challenge=1234"
