@@ -452,7 +452,6 @@ AS $$
 #variable_conflict use_column
 DECLARE
     accepted  messages[];
-    moved     messages[];
     failed    messages[];
     unknown   messages[];
     paused    phone_numbers[];
@@ -471,7 +470,13 @@ BEGIN
     )
     SELECT coalesce(array_agg(upd::messages), '{}') INTO accepted FROM upd;
 
-    moved := wa_derive_status('[]', accepted);
+    PERFORM wa_derive_status('[]', accepted);
+
+    -- a conversation whose last message it is names it by its wamid now
+    UPDATE conversations c SET last_message_id = a.wamid
+    FROM unnest(accepted) a
+    WHERE c.id = a.conversation_id
+      AND c.last_message_id = 'pending.' || a.id;
 
     WITH upd AS (
         UPDATE messages m

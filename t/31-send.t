@@ -164,6 +164,8 @@ ok(!grep({ $rank{$statuses[$_]} <= $rank{$statuses[$_ - 1]} } 1 .. $#statuses),
 my $conv = $pg->query("SELECT last_message_direction, last_message_preview, "
                       . "unread_count FROM conversations");
 like($conv, qr/^out\|/, 'the conversation shows the last message sent');
+unlike($pg->query("SELECT last_message_id FROM conversations"), qr/pending/,
+       '... by its wamid once Meta accepted it');
 
 # --- validation at the edge: nothing reaches PostgreSQL or Meta -------------
 
