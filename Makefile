@@ -24,13 +24,13 @@ DEB_PKGS := nginx nginx-dev libhiredis-dev libyajl-dev libpq-dev \
 MODULE_SRCS := config $(wildcard ngx_http_whatsapp_module/*.[ch]) \
                $(wildcard common/*.[ch])
 
-WORKER_SRCS := $(wildcard worker/*.c)
-WORKER_DEPS := $(WORKER_SRCS) $(wildcard worker/*.h)
+WORKER_SRCS := $(wildcard worker/*.c) common/wa_json.c
+WORKER_DEPS := $(WORKER_SRCS) $(wildcard worker/*.h) common/wa_json.h
 WORKER_LIBS := -lhiredis -lpq -lyajl -linih -lcurl -lcrypto -lpthread
 WORKER      := $(BUILD)/whatsapp-worker
 WORKER_ASAN := $(BUILD)/asan/whatsapp-worker
 SIM         := $(BUILD)/wa-graph-sim
-WORKER_CFLAGS := -Wall -Wextra -Werror -Iworker \
+WORKER_CFLAGS := -Wall -Wextra -Werror -Iworker -Icommon \
                  -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
 
 .PHONY: all deps build test test-unit test-fuzz test-module test-asan \
@@ -81,10 +81,11 @@ $(BUILD)/fuzz/fuzz_%: t/fuzz/fuzz_%.c common/*.[ch] | deps
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -Icommon -o $@ \
 	    $< common/*.c -lcrypto -lyajl
 
-$(BUILD)/fuzz/fuzz_parse: t/fuzz/fuzz_parse.c worker/wa_parse.[ch] | deps
+$(BUILD)/fuzz/fuzz_parse: t/fuzz/fuzz_parse.c worker/wa_parse.[ch] \
+                          common/wa_json.[ch] | deps
 	mkdir -p $(BUILD)/fuzz
-	clang -g -O1 -fsanitize=fuzzer,address,undefined -Iworker -o $@ \
-	    $< worker/wa_parse.c -lyajl
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -Iworker -Icommon \
+	    -o $@ $< worker/wa_parse.c common/wa_json.c -lyajl
 
 # the Graph API simulator (tests, make run, bench/send)
 $(SIM): $(wildcard sim/*.[ch]) common/*.[ch] | deps

@@ -16,6 +16,7 @@
 #include <openssl/x509.h>
 #include <yajl/yajl_tree.h>
 
+#include "wa_json.h"
 #include "wa_jwt.h"
 #include "wa_signature.h"
 
@@ -113,7 +114,6 @@ static int wa_b64url_value(unsigned char c);
 static yajl_val wa_jwt_json(const char *text, size_t len,
     const char **names);
 static int wa_jwt_json_precheck(const char *text, size_t len);
-static yajl_val wa_jwt_member(yajl_val obj, const char *name);
 static wa_jwt_result_e wa_jwt_check_header(const wa_jwt_key_t *key,
     yajl_val header);
 static wa_jwt_result_e wa_jwt_check_signature(const wa_jwt_key_t *key,
@@ -718,21 +718,6 @@ wa_jwt_json_precheck(const char *text, size_t len)
 }
 
 
-static yajl_val
-wa_jwt_member(yajl_val obj, const char *name)
-{
-    size_t  i;
-
-    for (i = 0; i < obj->u.object.len; i++) {
-        if (strcmp(obj->u.object.keys[i], name) == 0) {
-            return obj->u.object.values[i];
-        }
-    }
-
-    return NULL;
-}
-
-
 /*
  * Only the key's own algorithm is accepted, whatever the token says: an
  * RS256 key never verifies an HS256 token made with its public bytes.
@@ -743,11 +728,11 @@ wa_jwt_check_header(const wa_jwt_key_t *key, yajl_val header)
     const char  *s;
     yajl_val     v;
 
-    if (wa_jwt_member(header, "crit") != NULL) {
+    if (wa_json_get(header, "crit") != NULL) {
         return WA_JWT_MALFORMED;
     }
 
-    v = wa_jwt_member(header, "alg");
+    v = wa_json_get(header, "alg");
 
     if (!YAJL_IS_STRING(v)
         || strcmp(v->u.string, wa_jwt_key_alg(key)) != 0)
@@ -755,7 +740,7 @@ wa_jwt_check_header(const wa_jwt_key_t *key, yajl_val header)
         return WA_JWT_ALGORITHM;
     }
 
-    v = wa_jwt_member(header, "typ");
+    v = wa_json_get(header, "typ");
 
     if (v != NULL) {
         s = YAJL_IS_STRING(v) ? v->u.string : "";
@@ -898,7 +883,7 @@ wa_jwt_check_claims(yajl_val payload, long long now,
     }
 
     if (policy->issuer != NULL) {
-        v = wa_jwt_member(payload, "iss");
+        v = wa_json_get(payload, "iss");
 
         if (!YAJL_IS_STRING(v)
             || strcmp(v->u.string, policy->issuer) != 0)
@@ -958,7 +943,7 @@ wa_jwt_date(yajl_val payload, const char *name, int required,
 {
     yajl_val  v;
 
-    v = wa_jwt_member(payload, name);
+    v = wa_json_get(payload, name);
 
     if (v == NULL) {
         *date = 0;
@@ -1019,7 +1004,7 @@ wa_jwt_check_audience(yajl_val payload, const char *audience)
         return WA_JWT_OK;
     }
 
-    v = wa_jwt_member(payload, "aud");
+    v = wa_json_get(payload, "aud");
 
     if (YAJL_IS_STRING(v)) {
         return strcmp(v->u.string, audience) == 0
@@ -1050,7 +1035,7 @@ wa_jwt_get_sub(yajl_val payload, char *sub)
     const char  *s;
     yajl_val     v;
 
-    v = wa_jwt_member(payload, "sub");
+    v = wa_json_get(payload, "sub");
 
     if (!YAJL_IS_STRING(v)) {
         return -1;
@@ -1082,7 +1067,7 @@ wa_jwt_get_scope(yajl_val payload, wa_jwt_claims_t *claims)
     yajl_val    v;
     wa_scope_t  scope;
 
-    v = wa_jwt_member(payload, "assigned_only");
+    v = wa_json_get(payload, "assigned_only");
 
     if (v != NULL && !YAJL_IS_TRUE(v) && !YAJL_IS_FALSE(v)) {
         return -1;
@@ -1090,7 +1075,7 @@ wa_jwt_get_scope(yajl_val payload, wa_jwt_claims_t *claims)
 
     claims->assigned_only = YAJL_IS_TRUE(v);
 
-    v = wa_jwt_member(payload, "phone_number_ids");
+    v = wa_json_get(payload, "phone_number_ids");
 
     if (YAJL_IS_STRING(v)) {
         claims->phones[0] = '\0';

@@ -16,6 +16,7 @@
 
 #include <yajl/yajl_tree.h>
 
+#include "wa_json.h"
 #include "wa_send.h"
 
 
@@ -203,7 +204,6 @@ static int wa_send_location_request(wa_send_ctx_t *ctx, yajl_val v,
 static int wa_send_any_object(wa_send_ctx_t *ctx, yajl_val v,
     const void *arg);
 
-static yajl_val wa_send_get(yajl_val obj, const char *name);
 static int wa_send_object(wa_send_ctx_t *ctx, yajl_val v,
     const char *const *names);
 static int wa_send_member(wa_send_ctx_t *ctx, yajl_val obj,
@@ -720,7 +720,7 @@ wa_send_request(wa_send_ctx_t *ctx, yajl_val root)
 
     out = ctx->out;
 
-    if (wa_send_get(root, "biz_opaque_callback_data") != NULL) {
+    if (wa_json_get(root, "biz_opaque_callback_data") != NULL) {
         return wa_send_error(ctx, "biz_opaque_callback_data",
                              "is set by the gateway, which matches status "
                              "webhooks to messages with it");
@@ -761,7 +761,7 @@ wa_send_phone_number_id(wa_send_ctx_t *ctx, yajl_val root)
     yajl_val     v;
     const char  *s;
 
-    v = wa_send_get(root, "phone_number_id");
+    v = wa_json_get(root, "phone_number_id");
 
     if (v == NULL) {
         return wa_send_error(ctx, "phone_number_id", "is required");
@@ -795,7 +795,7 @@ wa_send_to(wa_send_ctx_t *ctx, yajl_val root)
     yajl_val     v;
     const char  *p;
 
-    v = wa_send_get(root, "to");
+    v = wa_json_get(root, "to");
 
     if (v == NULL) {
         return wa_send_error(ctx, "to", "is required");
@@ -860,7 +860,7 @@ wa_send_idempotency_key(wa_send_ctx_t *ctx, yajl_val root)
     yajl_val     v;
     const char  *s;
 
-    v = wa_send_get(root, "idempotency_key");
+    v = wa_json_get(root, "idempotency_key");
 
     if (v == NULL) {
         return 0;
@@ -906,7 +906,7 @@ wa_send_type(wa_send_ctx_t *ctx, yajl_val root, int *type)
     for (i = 0; wa_send_type_names[i] != NULL; i++) {
         name = wa_send_type_names[i];
 
-        if (i == *type || wa_send_get(root, name) == NULL) {
+        if (i == *type || wa_json_get(root, name) == NULL) {
             continue;
         }
 
@@ -921,7 +921,7 @@ wa_send_type(wa_send_ctx_t *ctx, yajl_val root, int *type)
 
     name = wa_send_type_names[*type];
 
-    if (wa_send_get(root, name) == NULL) {
+    if (wa_json_get(root, name) == NULL) {
         if (given) {
             return wa_send_error(ctx, name, "is required with type %s", name);
         }
@@ -990,28 +990,28 @@ wa_send_media(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
     }
 
     if (!(media->allow & WA_SEND_CAPTION)
-        && wa_send_get(v, "caption") != NULL)
+        && wa_json_get(v, "caption") != NULL)
     {
         return wa_send_error(ctx, "caption", "is not allowed %s",
                              media->where);
     }
 
     if (!(media->allow & WA_SEND_FILENAME)
-        && wa_send_get(v, "filename") != NULL)
+        && wa_json_get(v, "filename") != NULL)
     {
         return wa_send_error(ctx, "filename", "is not allowed %s",
                              media->where);
     }
 
-    if (!(media->allow & WA_SEND_VOICE) && wa_send_get(v, "voice") != NULL) {
+    if (!(media->allow & WA_SEND_VOICE) && wa_json_get(v, "voice") != NULL) {
         return wa_send_error(ctx, "voice", "is not allowed %s", media->where);
     }
 
-    if (wa_send_get(v, "id") != NULL && wa_send_get(v, "link") != NULL) {
+    if (wa_json_get(v, "id") != NULL && wa_json_get(v, "link") != NULL) {
         return wa_send_error(ctx, NULL, "must have id or link, not both");
     }
 
-    if (wa_send_get(v, "id") == NULL && wa_send_get(v, "link") == NULL) {
+    if (wa_json_get(v, "id") == NULL && wa_json_get(v, "link") == NULL) {
         return wa_send_error(ctx, NULL, "needs id (of uploaded media) or "
                              "link");
     }
@@ -1095,7 +1095,7 @@ wa_send_coordinate(wa_send_ctx_t *ctx, yajl_val obj, const char *name,
     double    d;
     yajl_val  v;
 
-    v = wa_send_get(obj, name);
+    v = wa_json_get(obj, name);
 
     if (v == NULL) {
         return wa_send_error(ctx, name, "is required");
@@ -1384,11 +1384,11 @@ wa_send_component(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
             return -1;
         }
 
-    } else if (wa_send_get(v, "sub_type") != NULL) {
+    } else if (wa_json_get(v, "sub_type") != NULL) {
         return wa_send_error(ctx, "sub_type", "is only for button "
                              "components");
 
-    } else if (wa_send_get(v, "index") != NULL) {
+    } else if (wa_json_get(v, "index") != NULL) {
         return wa_send_error(ctx, "index", "is only for button components");
     }
 
@@ -1404,7 +1404,7 @@ wa_send_button_index(wa_send_ctx_t *ctx, yajl_val obj)
     yajl_val     v;
     const char  *s;
 
-    v = wa_send_get(obj, "index");
+    v = wa_json_get(obj, "index");
 
     if (v == NULL) {
         return wa_send_error(ctx, "index", "is required for button "
@@ -1529,7 +1529,7 @@ wa_send_currency(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
                              "code such as USD");
     }
 
-    amount = wa_send_get(v, "amount_1000");
+    amount = wa_json_get(v, "amount_1000");
 
     if (amount == NULL) {
         return wa_send_error(ctx, "amount_1000", "is required");
@@ -1585,14 +1585,14 @@ wa_send_interactive(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
 
     ia = &wa_send_interactives[type];
 
-    if (ia->header == WA_SEND_HEADER_NONE && wa_send_get(v, "header") != NULL)
+    if (ia->header == WA_SEND_HEADER_NONE && wa_json_get(v, "header") != NULL)
     {
         return wa_send_error(ctx, "header", "is not allowed with "
                              "interactive type %s",
                              wa_send_interactive_names[type]);
     }
 
-    if (!ia->footer && wa_send_get(v, "footer") != NULL) {
+    if (!ia->footer && wa_json_get(v, "footer") != NULL) {
         return wa_send_error(ctx, "footer", "is not allowed with "
                              "interactive type %s",
                              wa_send_interactive_names[type]);
@@ -1636,7 +1636,7 @@ wa_send_header(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
     for (i = 0; wa_send_header_types[i] != NULL; i++) {
         name = wa_send_header_types[i];
 
-        if (i != type && wa_send_get(v, name) != NULL) {
+        if (i != type && wa_json_get(v, name) != NULL) {
             return wa_send_error(ctx, name, "is not allowed with header "
                                  "type %s", wa_send_header_types[type]);
         }
@@ -1663,7 +1663,7 @@ wa_send_text_object(wa_send_ctx_t *ctx, yajl_val obj, const char *name,
 
     static const char *const  names[] = { "text", NULL };
 
-    v = wa_send_get(obj, name);
+    v = wa_json_get(obj, name);
 
     if (v == NULL) {
         return required ? wa_send_error(ctx, name, "is required") : 0;
@@ -1702,7 +1702,7 @@ wa_send_buttons(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
         return -1;
     }
 
-    buttons = wa_send_get(v, "buttons");
+    buttons = wa_json_get(v, "buttons");
 
     for (i = 1; i < buttons->u.array.len; i++) {
         id = wa_send_reply_id(buttons->u.array.values[i]);
@@ -1768,7 +1768,7 @@ wa_send_reply(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
 static const char *
 wa_send_reply_id(yajl_val button)
 {
-    return wa_send_get(wa_send_get(button, "reply"), "id")->u.string;
+    return wa_json_get(wa_json_get(button, "reply"), "id")->u.string;
 }
 
 
@@ -1789,7 +1789,7 @@ wa_send_list(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
         return -1;
     }
 
-    sections = wa_send_get(v, "sections");
+    sections = wa_json_get(v, "sections");
 
     if (sections == NULL) {
         return wa_send_error(ctx, "sections", "is required");
@@ -1845,7 +1845,7 @@ wa_send_section(wa_send_ctx_t *ctx, yajl_val v, int titled,
         return -1;
     }
 
-    list = wa_send_get(v, "rows");
+    list = wa_json_get(v, "rows");
 
     if (list == NULL) {
         return wa_send_error(ctx, "rows", "is required");
@@ -2002,15 +2002,15 @@ wa_send_flow_parameters(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
         return -1;
     }
 
-    if (wa_send_get(v, "flow_id") != NULL
-        && wa_send_get(v, "flow_name") != NULL)
+    if (wa_json_get(v, "flow_id") != NULL
+        && wa_json_get(v, "flow_name") != NULL)
     {
         return wa_send_error(ctx, NULL, "must have flow_id or flow_name, "
                              "not both");
     }
 
-    if (wa_send_get(v, "flow_id") == NULL
-        && wa_send_get(v, "flow_name") == NULL)
+    if (wa_json_get(v, "flow_id") == NULL
+        && wa_json_get(v, "flow_name") == NULL)
     {
         return wa_send_error(ctx, NULL, "needs flow_id or flow_name");
     }
@@ -2026,7 +2026,7 @@ wa_send_flow_parameters(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
     }
 
     if (action == 1) {
-        if (wa_send_get(v, "flow_action_payload") != NULL) {
+        if (wa_json_get(v, "flow_action_payload") != NULL) {
             return wa_send_error(ctx, "flow_action_payload", "is only for "
                                  "flow_action navigate");
         }
@@ -2093,22 +2093,6 @@ wa_send_any_object(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
 
 /* members */
 
-/* The member of a checked object: at most one after wa_send_walk(). */
-static yajl_val
-wa_send_get(yajl_val obj, const char *name)
-{
-    size_t  i;
-
-    for (i = 0; i < obj->u.object.len; i++) {
-        if (strcmp(obj->u.object.keys[i], name) == 0) {
-            return obj->u.object.values[i];
-        }
-    }
-
-    return NULL;
-}
-
-
 /* An object with no member but those in names (NULL-terminated). */
 static int
 wa_send_object(wa_send_ctx_t *ctx, yajl_val v, const char *const *names)
@@ -2144,7 +2128,7 @@ wa_send_member(wa_send_ctx_t *ctx, yajl_val obj, const char *name,
     size_t    old;
     yajl_val  v;
 
-    v = wa_send_get(obj, name);
+    v = wa_json_get(obj, name);
 
     if (v == NULL) {
         return required ? wa_send_error(ctx, name, "is required") : 0;
@@ -2170,7 +2154,7 @@ wa_send_array(wa_send_ctx_t *ctx, yajl_val obj, const char *name,
     size_t    old;
     yajl_val  v;
 
-    v = wa_send_get(obj, name);
+    v = wa_json_get(obj, name);
 
     if (v == NULL) {
         return required ? wa_send_error(ctx, name, "is required") : 0;
@@ -2232,7 +2216,7 @@ wa_send_string(wa_send_ctx_t *ctx, yajl_val obj, const char *name,
         *value = NULL;
     }
 
-    v = wa_send_get(obj, name);
+    v = wa_json_get(obj, name);
 
     if (v == NULL) {
         return required ? wa_send_error(ctx, name, "is required") : 0;
@@ -2265,7 +2249,7 @@ wa_send_bool(wa_send_ctx_t *ctx, yajl_val obj, const char *name)
 {
     yajl_val  v;
 
-    v = wa_send_get(obj, name);
+    v = wa_json_get(obj, name);
 
     if (v != NULL && !YAJL_IS_TRUE(v) && !YAJL_IS_FALSE(v)) {
         return wa_send_error(ctx, name, "must be true or false");
@@ -2286,7 +2270,7 @@ wa_send_enum(wa_send_ctx_t *ctx, yajl_val obj, const char *name,
 
     *index = -1;
 
-    v = wa_send_get(obj, name);
+    v = wa_json_get(obj, name);
 
     if (v == NULL) {
         return required ? wa_send_error(ctx, name, "is required") : 0;

@@ -16,65 +16,46 @@
 #include "wa_send.h"
 
 
-#define NGX_HTTP_WHATSAPP_SEND_PARAMS  5
-
-
 /*
  * The body checked; what it says in values (phone number, recipient,
- * free-form, bulk, idempotency key: wa_api_send's parameters), copied to
- * the request's pool.  NGX_OK; NGX_HTTP_BAD_REQUEST with msg (and *code
- * set) saying what is wrong; NGX_ERROR.
+ * free-form, bulk, idempotency key: wa_api_send's parameters), pointing
+ * into the checked request, which lives in the request's pool.  NGX_OK;
+ * NGX_HTTP_BAD_REQUEST with msg saying what is wrong (the field, then
+ * why); NGX_ERROR.
  */
 ngx_int_t
 ngx_http_whatsapp_send_check(ngx_http_request_t *r, const char *body,
     const char **values, ngx_str_t *msg)
 {
-    size_t              len;
-    ngx_uint_t          i;
-    const char         *found[NGX_HTTP_WHATSAPP_SEND_PARAMS];
-    wa_send_request_t   req;
+    wa_send_request_t  *req;
 
-    if (wa_send_validate((const unsigned char *) body, ngx_strlen(body), &req)
+    req = ngx_palloc(r->pool, sizeof(wa_send_request_t));
+    if (req == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (wa_send_validate((const unsigned char *) body, ngx_strlen(body), req)
         != 0)
     {
         /* field and message are plain ASCII: no escaping needed */
-        len = ngx_strlen(req.field) + 1 + ngx_strlen(req.message);
-
-        msg->data = ngx_pnalloc(r->pool, len);
+        msg->data = ngx_pnalloc(r->pool, WA_SEND_FIELD_MAX
+                                         + WA_SEND_MESSAGE_MAX);
         if (msg->data == NULL) {
             return NGX_ERROR;
         }
 
-        msg->len = req.field[0]
-                   ? (size_t) (ngx_sprintf(msg->data, "%s %s", req.field,
-                                           req.message) - msg->data)
-                   : (size_t) (ngx_sprintf(msg->data, "%s", req.message)
-                               - msg->data);
+        msg->len = ngx_sprintf(msg->data, "%s%s%s", req->field,
+                               req->field[0] ? " " : "", req->message)
+                   - msg->data;
 
         return NGX_HTTP_BAD_REQUEST;
     }
 
-    found[0] = req.phone_number_id;
-    found[1] = req.to;
-    found[2] = req.free_form ? "true" : "false";
-    found[3] = req.bulk ? "true" : "false";
-    found[4] = req.idempotency_key[0] ? req.idempotency_key : NULL;
-
-    for (i = 0; i < NGX_HTTP_WHATSAPP_SEND_PARAMS; i++) {
-        if (found[i] == NULL) {
-            values[i] = NULL;
-            continue;
-        }
-
-        len = ngx_strlen(found[i]) + 1;
-
-        values[i] = ngx_pnalloc(r->pool, len);
-        if (values[i] == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_memcpy((char *) values[i], found[i], len);
-    }
+    values[0] = req->phone_number_id;
+    values[1] = req->to;
+    values[2] = req->free_form ? "true" : "false";
+    values[3] = req->bulk ? "true" : "false";
+    values[4] = req->idempotency_key[0] ? req->idempotency_key : NULL;
 
     return NGX_OK;
 }

@@ -22,6 +22,7 @@
 #include <openssl/evp.h>
 #include <yajl/yajl_tree.h>
 
+#include "wa_json.h"
 #include "wa_sim.h"
 
 
@@ -86,8 +87,6 @@ static void wa_sim_expired_message(char *out, size_t size);
 static int wa_sim_fail(wa_sim_fail_t *f, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static int wa_sim_fail_param(wa_sim_fail_t *f, const char *message);
-static yajl_val wa_sim_get(yajl_val obj, const char *key);
-static const char *wa_sim_str(yajl_val obj, const char *key);
 
 
 /*
@@ -239,16 +238,16 @@ wa_sim_graph_handle(wa_sim_request_t *r, wa_sim_reply_t *reply)
 
     wa_sim_graph_token(&s);
     wa_sim_graph_parse(&s);
-    s.to = wa_sim_str(s.root, "to");
+    s.to = wa_json_str(s.root, "to");
 
     if (s.to == NULL) {
-        s.to = wa_sim_str(s.root, "recipient");
+        s.to = wa_json_str(s.root, "recipient");
     }
 
-    s.type = wa_sim_str(s.root, "type");
+    s.type = wa_json_str(s.root, "type");
 
     if (s.type == NULL) {
-        s.type = wa_sim_get(s.root, "type") ? "" : "text";
+        s.type = wa_json_get(s.root, "type") ? "" : "text";
     }
 
     m.phone_number_id = s.pnid;
@@ -256,7 +255,7 @@ wa_sim_graph_handle(wa_sim_request_t *r, wa_sim_reply_t *reply)
     m.to_len = s.to ? strlen(s.to) : 0;
     m.token = s.auth == 1 ? s.token : NULL;
     m.token_len = s.token_len;
-    m.type = wa_sim_get(s.root, "status") ? wa_sim_str(s.root, "status")
+    m.type = wa_json_get(s.root, "status") ? wa_json_str(s.root, "status")
                                           : s.type;
     act = wa_sim_rules_match(&m);
 
@@ -563,7 +562,7 @@ wa_sim_graph_check(wa_sim_send_t *s, wa_sim_fail_t *f)
         return -1;
     }
 
-    mp = wa_sim_str(s->root, "messaging_product");
+    mp = wa_json_str(s->root, "messaging_product");
 
     if (mp == NULL) {
         return wa_sim_fail_param(f,
@@ -575,12 +574,12 @@ wa_sim_graph_check(wa_sim_send_t *s, wa_sim_fail_t *f)
                            "{WHATSAPP} - got \"%.64s\".", mp);
     }
 
-    if (wa_sim_get(s->root, "status")) {
+    if (wa_json_get(s->root, "status")) {
         return wa_sim_graph_check_read(s, f);
     }
 
-    if (wa_sim_get(s->root, "to") == NULL
-        && wa_sim_get(s->root, "recipient") == NULL)
+    if (wa_json_get(s->root, "to") == NULL
+        && wa_json_get(s->root, "recipient") == NULL)
     {
         /* Meta's own example (business-scoped user ids), without "(#100)" */
         return wa_sim_fail_param(f, "The parameter to is required.");
@@ -606,7 +605,7 @@ wa_sim_graph_check(wa_sim_send_t *s, wa_sim_fail_t *f)
                            "supported: %.64s", s->type);
     }
 
-    obj = wa_sim_get(s->root, s->type);
+    obj = wa_json_get(s->root, s->type);
 
     if (obj == NULL || (strcmp(s->type, "contacts") == 0
                         ? !YAJL_IS_ARRAY(obj) : !YAJL_IS_OBJECT(obj)))
@@ -619,7 +618,7 @@ wa_sim_graph_check(wa_sim_send_t *s, wa_sim_fail_t *f)
         return -1;
     }
 
-    v = wa_sim_get(s->root, "biz_opaque_callback_data");
+    v = wa_json_get(s->root, "biz_opaque_callback_data");
 
     if (v && (!YAJL_IS_STRING(v)
               || wa_sim_utf8_length(v->u.string, strlen(v->u.string))
@@ -629,9 +628,9 @@ wa_sim_graph_check(wa_sim_send_t *s, wa_sim_fail_t *f)
                            "be a string of at most 512 characters.");
     }
 
-    v = wa_sim_get(s->root, "context");
+    v = wa_json_get(s->root, "context");
 
-    if (v && wa_sim_str(v, "message_id") == NULL) {
+    if (v && wa_json_str(v, "message_id") == NULL) {
         return wa_sim_fail(f, 131008,
                            "The parameter context['message_id'] is required.");
     }
@@ -647,21 +646,21 @@ wa_sim_graph_check_read(wa_sim_send_t *s, wa_sim_fail_t *f)
     const char  *status;
     yajl_val     typing;
 
-    status = wa_sim_str(s->root, "status");
+    status = wa_json_str(s->root, "status");
 
     if (status == NULL || strcmp(status, "read") != 0) {
         return wa_sim_fail(f, 100, "Param status must be one of {READ} - "
                            "got \"%.64s\".", status ? status : "");
     }
 
-    if (wa_sim_str(s->root, "message_id") == NULL) {
+    if (wa_json_str(s->root, "message_id") == NULL) {
         return wa_sim_fail_param(f,
                    "(#100) The parameter message_id is required.");
     }
 
-    typing = wa_sim_get(s->root, "typing_indicator");
+    typing = wa_json_get(s->root, "typing_indicator");
 
-    if (typing && wa_sim_str(typing, "type") == NULL) {
+    if (typing && wa_json_str(typing, "type") == NULL) {
         return wa_sim_fail(f, 131008, "The parameter "
                            "typing_indicator['type'] is required.");
     }
@@ -680,7 +679,7 @@ wa_sim_graph_check_typed(wa_sim_send_t *s, yajl_val obj, wa_sim_fail_t *f)
     t = s->type;
 
     if (strcmp(t, "text") == 0) {
-        body = wa_sim_str(obj, "body");
+        body = wa_json_str(obj, "body");
 
         if (body == NULL || body[0] == '\0') {
             return wa_sim_fail(f, 131008,
@@ -705,8 +704,8 @@ wa_sim_graph_check_typed(wa_sim_send_t *s, yajl_val obj, wa_sim_fail_t *f)
     }
 
     if (strcmp(t, "location") == 0) {
-        if (wa_sim_get(obj, "latitude") == NULL
-            || wa_sim_get(obj, "longitude") == NULL)
+        if (wa_json_get(obj, "latitude") == NULL
+            || wa_json_get(obj, "longitude") == NULL)
         {
             return wa_sim_fail(f, 131008, "The parameters "
                                "location['latitude'] and "
@@ -726,7 +725,7 @@ wa_sim_graph_check_typed(wa_sim_send_t *s, yajl_val obj, wa_sim_fail_t *f)
     }
 
     if (strcmp(t, "reaction") == 0) {
-        if (wa_sim_str(obj, "message_id") == NULL) {
+        if (wa_json_str(obj, "message_id") == NULL) {
             return wa_sim_fail(f, 131008, "The parameter "
                                "reaction['message_id'] is required.");
         }
@@ -735,14 +734,14 @@ wa_sim_graph_check_typed(wa_sim_send_t *s, yajl_val obj, wa_sim_fail_t *f)
     }
 
     if (strcmp(t, "template") == 0) {
-        if (wa_sim_str(obj, "name") == NULL) {
+        if (wa_json_str(obj, "name") == NULL) {
             return wa_sim_fail(f, 131008,
                                "The parameter template['name'] is required.");
         }
 
-        lang = wa_sim_get(obj, "language");
+        lang = wa_json_get(obj, "language");
 
-        if (wa_sim_str(lang, "code") == NULL) {
+        if (wa_json_str(lang, "code") == NULL) {
             return wa_sim_fail(f, 131008, "The parameter "
                                "template['language']['code'] is required.");
         }
@@ -752,7 +751,7 @@ wa_sim_graph_check_typed(wa_sim_send_t *s, yajl_val obj, wa_sim_fail_t *f)
 
     /* interactive */
 
-    t = wa_sim_str(obj, "type");
+    t = wa_json_str(obj, "type");
 
     if (t == NULL) {
         return wa_sim_fail(f, 131008,
@@ -780,8 +779,8 @@ wa_sim_graph_check_media(const char *type, yajl_val obj, wa_sim_fail_t *f)
 {
     int  id, link;
 
-    id = wa_sim_str(obj, "id") != NULL;
-    link = wa_sim_str(obj, "link") != NULL;
+    id = wa_json_str(obj, "id") != NULL;
+    link = wa_json_str(obj, "link") != NULL;
 
     if (!id && !link) {
         return wa_sim_fail(f, 131008, "The parameter %s['id'] or "
@@ -810,7 +809,7 @@ wa_sim_graph_accept(wa_sim_send_t *s, const wa_sim_action_t *act,
     b = reply->body;
     reply->status = 200;
 
-    if (wa_sim_get(s->root, "status")) {
+    if (wa_json_get(s->root, "status")) {
         wa_sim_buf_lit(b, "{\"success\":true}");
         return 200;
     }
@@ -832,7 +831,7 @@ wa_sim_graph_accept(wa_sim_send_t *s, const wa_sim_action_t *act,
 
     wa_sim_buf_lit(b, "\"}]}");
 
-    opaque = wa_sim_get(s->root, "biz_opaque_callback_data");
+    opaque = wa_json_get(s->root, "biz_opaque_callback_data");
 
     a.phone_number_id = s->pnid;
     a.wamid = s->wamid;
@@ -1120,31 +1119,3 @@ wa_sim_fail_param(wa_sim_fail_t *f, const char *message)
 }
 
 
-static yajl_val
-wa_sim_get(yajl_val obj, const char *key)
-{
-    size_t  i;
-
-    if (!YAJL_IS_OBJECT(obj)) {
-        return NULL;
-    }
-
-    for (i = 0; i < obj->u.object.len; i++) {
-        if (strcmp(obj->u.object.keys[i], key) == 0) {
-            return obj->u.object.values[i];
-        }
-    }
-
-    return NULL;
-}
-
-
-static const char *
-wa_sim_str(yajl_val obj, const char *key)
-{
-    yajl_val  v;
-
-    v = wa_sim_get(obj, key);
-
-    return YAJL_IS_STRING(v) ? v->u.string : NULL;
-}

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <ini.h>
+#include <openssl/crypto.h>
 
 #include "wa_config.h"
 #include "wa_log.h"
@@ -250,10 +251,11 @@ int
 wa_config_token_key(const wa_config_t *cf, unsigned char key[32], char *err,
     size_t errlen)
 {
-    int          i, hi, lo;
-    FILE        *f;
-    char         buf[128], *p, *end;
-    const char  *origin;
+    int            i, hi, lo;
+    FILE          *f;
+    char           buf[128], *p, *end;
+    const char    *origin;
+    unsigned char  parsed[32];
 
     if (cf->sender_token_key[0]) {
         snprintf(buf, sizeof(buf), "%s", cf->sender_token_key);
@@ -297,12 +299,20 @@ wa_config_token_key(const wa_config_t *cf, unsigned char key[32], char *err,
             goto invalid;
         }
 
-        key[i] = (unsigned char) (hi << 4 | lo);
+        parsed[i] = (unsigned char) (hi << 4 | lo);
     }
+
+    /* all or nothing: a bad key leaves the one in hand as it was */
+    memcpy(key, parsed, sizeof(parsed));
+    OPENSSL_cleanse(parsed, sizeof(parsed));
+    OPENSSL_cleanse(buf, sizeof(buf));
 
     return 0;
 
 invalid:
+
+    OPENSSL_cleanse(parsed, sizeof(parsed));
+    OPENSSL_cleanse(buf, sizeof(buf));
 
     snprintf(err, errlen, "%s must be 64 hex digits (32 random bytes, e.g. "
              "`openssl rand -hex 32`)", origin);

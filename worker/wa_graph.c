@@ -101,10 +101,13 @@ wa_graph_new(const char *base_url, const char *version, long timeout_ms,
     }
 
     /* "https://graph.facebook.com/" and "v25.0": one slash each */
-    snprintf(g->base, len, "%.*s/%s/",
-             (int) (strlen(base_url)
-                    - (base_url[0] && base_url[strlen(base_url) - 1] == '/')),
-             base_url, version);
+    len = strlen(base_url);
+
+    while (len && base_url[len - 1] == '/') {
+        len--;
+    }
+
+    sprintf(g->base, "%.*s/%s/", (int) len, base_url, version);
 
     g->timeout_ms = timeout_ms;
     g->max_in_flight = max_in_flight;

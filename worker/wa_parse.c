@@ -9,6 +9,7 @@
 
 #include <yajl/yajl_tree.h>
 
+#include "wa_json.h"
 #include "wa_parse.h"
 
 
@@ -34,8 +35,6 @@ static void wa_parse_metadata(wa_change_t *ch, yajl_val value);
 static void wa_parse_one_line(char *s);
 static wa_shard_t *wa_batch_shard(wa_batch_t *b, const char *customer);
 
-static yajl_val wa_get(yajl_val obj, const char *key);
-static const char *wa_str(yajl_val obj, const char *key);
 static yajl_val wa_array(yajl_val obj, const char *key);
 static int wa_is_timestamp(yajl_val v);
 static long long wa_timestamp(yajl_val v);
@@ -224,7 +223,7 @@ wa_parse_delivery(wa_batch_t *b, const char *body, size_t len, char *err,
         return WA_PARSE_INVALID;
     }
 
-    object = wa_str(root, "object");
+    object = wa_json_str(root, "object");
 
     if (object == NULL || strcmp(object, "whatsapp_business_account") != 0) {
         yajl_tree_free(root);
@@ -238,8 +237,8 @@ wa_parse_delivery(wa_batch_t *b, const char *body, size_t len, char *err,
 
         memset(&ch, 0, sizeof(ch));
         ch.batch = b;
-        ch.waba_id = wa_str(entry, "id");
-        ch.entry_time = wa_get(entry, "time");
+        ch.waba_id = wa_json_str(entry, "id");
+        ch.entry_time = wa_json_get(entry, "time");
 
         changes = wa_array(entry, "changes");
 
@@ -260,8 +259,8 @@ wa_parse_change(wa_change_t *ch, yajl_val change)
     yajl_val     value;
     const char  *field;
 
-    field = wa_str(change, "field");
-    value = wa_get(change, "value");
+    field = wa_json_str(change, "field");
+    value = wa_json_get(change, "value");
 
     if (field == NULL || !YAJL_IS_OBJECT(value)) {
         wa_parse_field(ch, field ? field : "unknown", change);
@@ -299,9 +298,9 @@ wa_parse_metadata(wa_change_t *ch, yajl_val value)
     yajl_gen  g = ch->batch->phones;
     yajl_val  metadata;
 
-    metadata = wa_get(value, "metadata");
-    ch->pn = wa_str(metadata, "phone_number_id");
-    ch->display = wa_str(metadata, "display_phone_number");
+    metadata = wa_json_get(value, "metadata");
+    ch->pn = wa_json_str(metadata, "phone_number_id");
+    ch->display = wa_json_str(metadata, "display_phone_number");
 
     if (ch->pn == NULL) {
         return;
@@ -327,7 +326,7 @@ wa_parse_messages_value(wa_change_t *ch, yajl_val value)
     list = wa_array(value, "messages");
 
     for (i = 0; list && i < list->u.array.len; i++) {
-        m = wa_get(list->u.array.values[i], "timestamp");
+        m = wa_json_get(list->u.array.values[i], "timestamp");
 
         if (wa_is_timestamp(m)
             && (latest == NULL || wa_timestamp(m) > wa_timestamp(latest)))
@@ -338,10 +337,10 @@ wa_parse_messages_value(wa_change_t *ch, yajl_val value)
 
     for (i = 0; list && i < list->u.array.len; i++) {
         m = list->u.array.values[i];
-        customer = wa_str(m, "from");
+        customer = wa_json_str(m, "from");
 
         if (customer == NULL) {
-            customer = wa_str(m, "from_user_id");
+            customer = wa_json_str(m, "from_user_id");
         }
 
         wa_parse_message(ch, m, customer, "in", "webhook");
@@ -381,9 +380,9 @@ wa_parse_message(wa_change_t *ch, yajl_val m, const char *customer,
     wa_shard_t  *sh;
     const char  *wamid, *type;
 
-    wamid = wa_str(m, "id");
-    type = wa_str(m, "type");
-    ts = wa_get(m, "timestamp");
+    wamid = wa_json_str(m, "id");
+    type = wa_json_str(m, "type");
+    ts = wa_json_get(m, "timestamp");
 
     if (wamid == NULL || customer == NULL || type == NULL || ch->pn == NULL
         || !wa_is_timestamp(ts))
@@ -430,8 +429,8 @@ wa_parse_contact(wa_change_t *ch, yajl_val c, yajl_val ts)
     yajl_gen     g;
     const char  *wa_id, *user_id, *customer;
 
-    wa_id = wa_str(c, "wa_id");
-    user_id = wa_str(c, "user_id");
+    wa_id = wa_json_str(c, "wa_id");
+    user_id = wa_json_str(c, "user_id");
     customer = wa_id ? wa_id : user_id;
 
     if (customer == NULL || ch->pn == NULL) {
@@ -445,7 +444,7 @@ wa_parse_contact(wa_change_t *ch, yajl_val c, yajl_val ts)
     wa_gen_str(g, "customer", customer);
     wa_gen_str(g, "wa_id", wa_id);
     wa_gen_str(g, "user_id", user_id);
-    wa_gen_str(g, "name", wa_str(wa_get(c, "profile"), "name"));
+    wa_gen_str(g, "name", wa_json_str(wa_json_get(c, "profile"), "name"));
     wa_gen_value(g, "ts", ts ? ts : ch->entry_time);
     yajl_gen_map_close(g);
 }
@@ -459,9 +458,9 @@ wa_parse_status(wa_change_t *ch, yajl_val s)
     wa_shard_t  *sh;
     const char  *wamid, *status, *recipient;
 
-    wamid = wa_str(s, "id");
-    status = wa_str(s, "status");
-    ts = wa_get(s, "timestamp");
+    wamid = wa_json_str(s, "id");
+    status = wa_json_str(s, "status");
+    ts = wa_json_get(s, "timestamp");
 
     if (wamid == NULL || status == NULL || ch->pn == NULL
         || !wa_is_timestamp(ts))
@@ -472,10 +471,10 @@ wa_parse_status(wa_change_t *ch, yajl_val s)
 
     /* the customer as its message names it: the number, else the
      * business-scoped user id */
-    recipient = wa_str(s, "recipient_id");
+    recipient = wa_json_str(s, "recipient_id");
 
     if (recipient == NULL) {
-        recipient = wa_str(s, "recipient_user_id");
+        recipient = wa_json_str(s, "recipient_user_id");
     }
 
     sh = wa_batch_shard(ch->batch, recipient);
@@ -504,7 +503,7 @@ wa_parse_echoes(wa_change_t *ch, yajl_val value)
 
     for (i = 0; list && i < list->u.array.len; i++) {
         m = list->u.array.values[i];
-        wa_parse_message(ch, m, wa_str(m, "to"), "out", "echo");
+        wa_parse_message(ch, m, wa_json_str(m, "to"), "out", "echo");
     }
 }
 
@@ -528,9 +527,9 @@ wa_parse_history(wa_change_t *ch, yajl_val value)
 
             for (k = 0; list && k < list->u.array.len; k++) {
                 m = list->u.array.values[k];
-                from = wa_str(m, "from");
+                from = wa_json_str(m, "from");
 
-                wa_parse_message(ch, m, wa_str(thread, "id"),
+                wa_parse_message(ch, m, wa_json_str(thread, "id"),
                                  (from && ch->display
                                   && strcmp(from, ch->display) == 0)
                                  ? "out" : "in", "history");
@@ -605,37 +604,9 @@ wa_parse_one_line(char *s)
 
 
 static yajl_val
-wa_get(yajl_val obj, const char *key)
-{
-    size_t  i;
-
-    if (!YAJL_IS_OBJECT(obj)) {
-        return NULL;
-    }
-
-    for (i = 0; i < obj->u.object.len; i++) {
-        if (strcmp(obj->u.object.keys[i], key) == 0) {
-            return obj->u.object.values[i];
-        }
-    }
-
-    return NULL;
-}
-
-
-static const char *
-wa_str(yajl_val obj, const char *key)
-{
-    yajl_val  v = wa_get(obj, key);
-
-    return YAJL_IS_STRING(v) ? YAJL_GET_STRING(v) : NULL;
-}
-
-
-static yajl_val
 wa_array(yajl_val obj, const char *key)
 {
-    yajl_val  v = wa_get(obj, key);
+    yajl_val  v = wa_json_get(obj, key);
 
     return YAJL_IS_ARRAY(v) ? v : NULL;
 }

@@ -30,8 +30,10 @@
 
 #include "wa_db.h"
 #include "wa_graph.h"
+#include "wa_json.h"
 #include "wa_log.h"
 #include "wa_map.h"
+#include "wa_outcomes.h"
 #include "wa_pace.h"
 #include "wa_redis.h"
 #include "wa_sender.h"
@@ -39,7 +41,7 @@
 #include "wa_token.h"
 
 
-#define WA_KEY_MAX          160     /* a message id (uuid) or a wamid */
+#define WA_KEY_MAX          WA_OUTCOME_KEY_MAX
 #define WA_NUMBER_MAX       40
 #define WA_TURN_MAX_MS      100     /* the longest wait of one turn */
 #define WA_BELL_BLOCK_MS    1000
@@ -100,26 +102,6 @@ struct wa_job_s {
 };
 
 
-typedef enum {
-    WA_OUT_ACCEPTED = 0,
-    WA_OUT_FAILED,
-    WA_OUT_UNKNOWN,
-    WA_OUT_QUEUED,
-    WA_OUT_RECEIPT_SENT,
-    WA_OUT_RECEIPT_FAILED,
-    WA_OUT_RECEIPT_QUEUED,
-    WA_OUT_PAUSED
-} wa_outcome_e;
-
-
-typedef struct {
-    wa_outcome_e   kind;
-    int            code;
-    char           key[WA_KEY_MAX];    /* id, wamid or phone number */
-    char           text[256];          /* wamid or title */
-} wa_outcome_t;
-
-
 struct wa_sender_s {
     pthread_t         thread;
     pthread_mutex_t   lock;             /* reload */
@@ -144,9 +126,7 @@ struct wa_sender_s {
     wa_job_t         *delayed;
     int               njobs;
 
-    wa_outcome_t     *outcomes;
-    int               noutcomes;
-    int               outcomes_cap;
+    wa_outcomes_t     outcomes;         /* of the round, to record */
 
     long long         backoff_ms;
     long long         next_sweep;
@@ -154,12 +134,14 @@ struct wa_sender_s {
 };
 
 
+static int wa_sender_key(wa_sender_t *s);
 static void *wa_sender_main(void *arg);
 static void wa_sender_turn(wa_sender_t *s);
 static void wa_sender_configure(wa_sender_t *s);
 static int wa_sender_connect(wa_sender_t *s);
 static void wa_sender_wait(wa_sender_t *s, long long ms);
 static void wa_sender_sweep(wa_sender_t *s, long long now);
+static void wa_sender_evict(wa_sender_t *s, long long now);
 static void wa_sender_numbers(wa_sender_t *s);
 static wa_number_t *wa_sender_number(wa_sender_t *s, const char *id);
 static void wa_sender_bells(wa_sender_t *s);
@@ -181,13 +163,12 @@ static void wa_sender_outcome(wa_sender_t *s, wa_outcome_e kind,
     const char *key, int code, const char *text);
 static void wa_sender_record(wa_sender_t *s);
 static void wa_sender_publish(wa_sender_t *s, PGresult *res);
-static char *wa_sender_results_json(wa_sender_t *s);
 static void wa_sender_forget(wa_sender_t *s, wa_job_t *job);
 static void wa_sender_free(wa_sender_t *s);
+static void wa_sender_requeue(wa_job_t *job);
 static void wa_queue_push(wa_queue_t *q, wa_job_t *job);
 static void wa_queue_push_front(wa_queue_t *q, wa_job_t *job);
 static wa_job_t *wa_queue_pop(wa_queue_t *q);
-static const char *wa_json_string(yajl_val v, const char *name);
 static char *wa_sql_array(wa_job_t **jobs, int n);
 static long long wa_sender_now(void);
 
@@ -196,7 +177,6 @@ wa_sender_t *
 wa_sender_start(const wa_config_t *cf)
 {
     int           rc;
-    char          err[512];
     sigset_t      all, saved;
     wa_sender_t  *s;
 
@@ -209,20 +189,10 @@ wa_sender_start(const wa_config_t *cf)
     pthread_mutex_init(&s->lock, NULL);
     snprintf(s->owner, sizeof(s->owner), "%s/sender", cf->worker_consumer);
 
-    rc = wa_config_token_key(cf, s->key, err, sizeof(err));
-
-    if (rc < 0) {
-        wa_log_error("sender: %s", err);
+    if (wa_sender_key(s) != 0) {
+        pthread_mutex_destroy(&s->lock);
         free(s);
         return NULL;
-    }
-
-    s->has_key = (rc == 0);
-
-    if (!s->has_key) {
-        wa_log_info("sender: no token key (sender.token_key or "
-                    "sender.token_key_file): no access token can be read, "
-                    "messages wait queued");
     }
 
     if (wa_map_init(&s->jobs, 1024) != 0
@@ -270,6 +240,35 @@ wa_sender_stop(wa_sender_t *s)
 }
 
 
+/*
+ * The token key from the configuration: 0 (none is not an error: sends
+ * wait), or -1 when it is set but unreadable (the key in hand is kept).
+ */
+static int
+wa_sender_key(wa_sender_t *s)
+{
+    int   rc;
+    char  err[512];
+
+    rc = wa_config_token_key(&s->cf, s->key, err, sizeof(err));
+
+    if (rc < 0) {
+        wa_log_error("sender: %s", err);
+        return -1;
+    }
+
+    s->has_key = (rc == 0);
+
+    if (!s->has_key) {
+        wa_log_info("sender: no token key (sender.token_key or "
+                    "sender.token_key_file): no access token can be read, "
+                    "messages wait queued");
+    }
+
+    return 0;
+}
+
+
 static void *
 wa_sender_main(void *arg)
 {
@@ -301,7 +300,7 @@ wa_sender_main(void *arg)
                     wa_graph_in_flight(s->graph));
     }
 
-    for (int i = 0; i < 3 && s->noutcomes; i++) {
+    for (int i = 0; i < 3 && s->outcomes.n; i++) {
         if (s->db.conn == NULL) {
             (void) wa_db_connect(&s->db, s->cf.postgres_conninfo);
         }
@@ -363,7 +362,7 @@ wa_sender_turn(wa_sender_t *s)
         wa_sender_bells(s);
     }
 
-    if (s->noutcomes) {
+    if (s->outcomes.n) {
         wa_sender_record(s);
     }
 }
@@ -381,6 +380,7 @@ wa_sender_configure(wa_sender_t *s)
     {
         s->cf = s->next_cf;
         s->reload = 0;
+        wa_sender_key(s);
 
         /* the client is rebuilt; the connections follow the new config */
         wa_graph_free(s->graph);
@@ -391,8 +391,9 @@ wa_sender_configure(wa_sender_t *s)
         s->bell_asked = 0;
         s->next_sweep = 0;
 
+        /* the tokens are opened again: the key may be another */
         for (n = s->numbers; n; n = n->next) {
-            n->token_at[0] = '\0';      /* the rates are set again */
+            n->token_at[0] = '\0';
         }
 
         wa_log_info("sender: configuration reloaded");
@@ -459,7 +460,7 @@ wa_sender_wait(wa_sender_t *s, long long ms)
         }
     }
 
-    if (s->noutcomes && s->db.conn) {
+    if (s->outcomes.n && s->db.conn) {
         wa_sender_record(s);
     }
 }
@@ -561,23 +562,30 @@ wa_sender_sweep(wa_sender_t *s, long long now)
 
     wa_sender_publish(s, rows);
 
-    /* recipients with a full bucket and nothing waiting: as if new */
     if (s->recipients.count > WA_RECIPIENTS_MAX / 2) {
-        size_t           b;
-        wa_map_entry_t  *e, *next;
-        wa_recipient_t  *r;
+        wa_sender_evict(s, now);
+    }
+}
 
-        for (b = 0; b < s->recipients.size; b++) {
-            for (e = s->recipients.buckets[b]; e; e = next) {
-                next = e->next;
-                r = e->value;
 
-                if (r->jobs == 0 && r->hold_until <= now
-                    && wa_bucket_full(&r->bucket, s->cf.sender_pair_burst,
-                                      s->cf.sender_pair_interval_ms, now))
-                {
-                    free(wa_map_del(&s->recipients, e->key));
-                }
+/* Recipients with a full bucket and nothing waiting: as if new. */
+static void
+wa_sender_evict(wa_sender_t *s, long long now)
+{
+    size_t           b;
+    wa_map_entry_t  *e, *next;
+    wa_recipient_t  *r;
+
+    for (b = 0; b < s->recipients.size; b++) {
+        for (e = s->recipients.buckets[b]; e; e = next) {
+            next = e->next;
+            r = e->value;
+
+            if (r->jobs == 0 && r->hold_until <= now
+                && wa_bucket_full(&r->bucket, s->cf.sender_pair_burst,
+                                  s->cf.sender_pair_interval_ms, now))
+            {
+                free(wa_map_del(&s->recipients, e->key));
             }
         }
     }
@@ -773,11 +781,11 @@ wa_sender_bell(wa_sender_t *s, const char *cmd)
         return;
     }
 
-    op = wa_json_string(root, "op");
+    op = wa_json_str(root, "op");
     read = (op && strcmp(op, "read") == 0);
-    key = wa_json_string(root, read ? "wamid" : "id");
-    number = wa_json_string(root, "phone_number_id");
-    to = wa_json_string(root, "to");
+    key = wa_json_str(root, read ? "wamid" : "id");
+    number = wa_json_str(root, "phone_number_id");
+    to = wa_json_str(root, "to");
     bulk = yajl_tree_get(root, bulk_path, yajl_t_true);
 
     if (op == NULL || key == NULL || number == NULL || (!read && to == NULL)
@@ -876,8 +884,7 @@ wa_sender_release(wa_sender_t *s, long long now, long long *wake)
         }
 
         *pj = job->next;
-        wa_queue_push_front(job->bulk ? &job->number->bulk
-                                      : &job->number->agent, job);
+        wa_sender_requeue(job);
     }
 }
 
@@ -1028,33 +1035,33 @@ wa_sender_claim(wa_sender_t *s, wa_job_t **batch, int n, int read)
     wa_db_result_e   rc;
 
     ids = wa_sql_array(batch, n);
-    rc = WA_DB_RETRY;
 
-    if (ids) {
-        values[0] = read ? ids : s->owner;
+    if (ids == NULL) {
+        rc = WA_DB_RETRY;
+        snprintf(err, sizeof(err), "claim: out of memory");
+
+    } else if (read) {
+        values[0] = ids;
+        rc = wa_db_call(&s->db, "wa_receipt_claim",
+                        "SELECT wamid, phone_number_id "
+                        "FROM wa_receipt_claim($1::text[])",
+                        1, values, NULL, NULL, &rows, err, sizeof(err));
+
+    } else {
+        values[0] = s->owner;
         values[1] = ids;
-
-        rc = read
-             ? wa_db_call(&s->db, "wa_receipt_claim",
-                          "SELECT wamid, phone_number_id "
-                          "FROM wa_receipt_claim($1::text[])",
-                          1, values, NULL, NULL, &rows, err, sizeof(err))
-             : wa_db_call(&s->db, "wa_send_claim",
-                          "SELECT id, content "
-                          "FROM wa_send_claim($1, $2::uuid[])",
-                          2, values, NULL, NULL, &rows, err, sizeof(err));
-        free(ids);
+        rc = wa_db_call(&s->db, "wa_send_claim",
+                        "SELECT id, content FROM wa_send_claim($1, $2::uuid[])",
+                        2, values, NULL, NULL, &rows, err, sizeof(err));
     }
 
+    free(ids);
+
     if (rc != WA_DB_OK) {
-        if (ids) {
-            wa_log_error("sender: %s", err);
-        }
+        wa_log_error("sender: %s", err);
 
         for (i = n - 1; i >= 0; i--) {
-            wa_queue_push_front(batch[i]->bulk ? &batch[i]->number->bulk
-                                               : &batch[i]->number->agent,
-                                batch[i]);
+            wa_sender_requeue(batch[i]);
         }
 
         return;
@@ -1142,8 +1149,7 @@ failed:
     job->claimed = 0;
     wa_sender_outcome(s, job->read ? WA_OUT_RECEIPT_QUEUED : WA_OUT_QUEUED,
                       job->key, 0, NULL);
-    wa_queue_push_front(job->bulk ? &job->number->bulk : &job->number->agent,
-                        job);
+    wa_sender_requeue(job);
 }
 
 
@@ -1206,7 +1212,7 @@ wa_sender_done(void *data, const wa_graph_result_t *res)
 
         wa_sender_outcome(s, job->read ? WA_OUT_RECEIPT_QUEUED
                                        : WA_OUT_QUEUED, job->key, 0, NULL);
-        wa_queue_push_front(job->bulk ? &n->bulk : &n->agent, job);
+        wa_sender_requeue(job);
         return;
 
     case WA_GRAPH_THROTTLED:
@@ -1288,29 +1294,10 @@ static void
 wa_sender_outcome(wa_sender_t *s, wa_outcome_e kind, const char *key,
     int code, const char *text)
 {
-    int            cap;
-    wa_outcome_t  *o;
-
-    if (s->noutcomes == s->outcomes_cap) {
-        cap = s->outcomes_cap ? 2 * s->outcomes_cap : 256;
-        o = realloc(s->outcomes, cap * sizeof(wa_outcome_t));
-
-        if (o == NULL) {
-            /* the row stays `sending`: a sweep makes it `unknown` */
-            wa_log_error("sender: out of memory: the outcome of %s is lost",
-                         key);
-            return;
-        }
-
-        s->outcomes = o;
-        s->outcomes_cap = cap;
+    if (wa_outcomes_add(&s->outcomes, kind, key, code, text) != 0) {
+        /* the row stays `sending`: a sweep makes it `unknown` */
+        wa_log_error("sender: out of memory: the outcome of %s is lost", key);
     }
-
-    o = &s->outcomes[s->noutcomes++];
-    o->kind = kind;
-    o->code = code;
-    snprintf(o->key, sizeof(o->key), "%s", key);
-    snprintf(o->text, sizeof(o->text), "%s", text ? text : "");
 }
 
 
@@ -1327,7 +1314,7 @@ wa_sender_record(wa_sender_t *s)
     const char      *values[2];
     wa_db_result_e   rc;
 
-    json = wa_sender_results_json(s);
+    json = wa_outcomes_json(&s->outcomes);
     if (json == NULL) {
         return;
     }
@@ -1349,11 +1336,11 @@ wa_sender_record(wa_sender_t *s)
     if (rc == WA_DB_REJECT) {
         /* a bug: the rows stay `sending` and a sweep makes them unknown */
         wa_log_error("sender: outcomes refused: %s", err);
-        s->noutcomes = 0;
+        s->outcomes.n = 0;
         return;
     }
 
-    s->noutcomes = 0;
+    s->outcomes.n = 0;
 
     wa_sender_publish(s, res);
 }
@@ -1380,100 +1367,6 @@ wa_sender_publish(wa_sender_t *s, PGresult *res)
     }
 
     PQclear(res);
-}
-
-
-/* The outcomes as wa_send_results takes them (sql/007_send.sql). */
-static char *
-wa_sender_results_json(wa_sender_t *s)
-{
-    int            i, k;
-    char          *json;
-    size_t         len;
-    yajl_gen       g;
-    wa_outcome_t  *o;
-    const unsigned char  *buf;
-
-    static const char  *lists[] = { "accepted", "failed", "unknown",
-                                    "queued", "receipts", "paused" };
-
-#define WA_STR(s)  yajl_gen_string(g, (const unsigned char *) (s), strlen(s))
-
-    g = yajl_gen_alloc(NULL);
-    if (g == NULL) {
-        return NULL;
-    }
-
-    yajl_gen_map_open(g);
-
-    for (k = 0; k < 6; k++) {
-        WA_STR(lists[k]);
-        yajl_gen_array_open(g);
-
-        for (i = 0; i < s->noutcomes; i++) {
-            o = &s->outcomes[i];
-
-            if ((int) (o->kind <= WA_OUT_QUEUED ? o->kind
-                       : o->kind == WA_OUT_PAUSED ? 5 : 4) != k)
-            {
-                continue;
-            }
-
-            yajl_gen_map_open(g);
-
-            if (k == 4) {
-                WA_STR("wamid");
-                WA_STR(o->key);
-                WA_STR("receipt");
-                WA_STR(o->kind == WA_OUT_RECEIPT_SENT ? "sent"
-                       : o->kind == WA_OUT_RECEIPT_FAILED ? "failed"
-                       : "queued");
-
-            } else {
-                WA_STR(k == 5 ? "phone_number_id" : "id");
-                WA_STR(o->key);
-            }
-
-            if (o->kind == WA_OUT_ACCEPTED) {
-                WA_STR("wamid");
-                WA_STR(o->text);
-
-            } else if (o->kind == WA_OUT_FAILED || o->kind == WA_OUT_PAUSED
-                       || o->kind == WA_OUT_UNKNOWN)
-            {
-                if (o->kind != WA_OUT_UNKNOWN) {
-                    WA_STR("code");
-                    yajl_gen_integer(g, o->code);
-                }
-
-                WA_STR("title");
-                WA_STR(o->text);
-            }
-
-            yajl_gen_map_close(g);
-        }
-
-        yajl_gen_array_close(g);
-    }
-
-    yajl_gen_map_close(g);
-
-#undef WA_STR
-
-    json = NULL;
-
-    if (yajl_gen_get_buf(g, &buf, &len) == yajl_gen_status_ok) {
-        json = malloc(len + 1);
-
-        if (json) {
-            memcpy(json, buf, len);
-            json[len] = '\0';
-        }
-    }
-
-    yajl_gen_free(g);
-
-    return json;
 }
 
 
@@ -1535,8 +1428,17 @@ wa_sender_free(wa_sender_t *s)
     wa_db_close(&s->db);
     OPENSSL_cleanse(s->key, sizeof(s->key));
     pthread_mutex_destroy(&s->lock);
-    free(s->outcomes);
+    wa_outcomes_free(&s->outcomes);
     free(s);
+}
+
+
+/* A job back at the front of its number's queue (agent or bulk). */
+static void
+wa_sender_requeue(wa_job_t *job)
+{
+    wa_queue_push_front(job->bulk ? &job->number->bulk : &job->number->agent,
+                        job);
 }
 
 
@@ -1586,17 +1488,6 @@ wa_queue_pop(wa_queue_t *q)
     }
 
     return job;
-}
-
-
-static const char *
-wa_json_string(yajl_val v, const char *name)
-{
-    const char  *path[] = { name, NULL };
-
-    v = yajl_tree_get(v, path, yajl_t_string);
-
-    return v ? YAJL_GET_STRING(v) : NULL;
 }
 
 

@@ -232,6 +232,20 @@ sub http_parallel {
 }
 
 
+# A test that no sanitizer report was written in $dir (files $pattern),
+# those found shown.
+sub check_sanitizer {
+    my ($dir, $pattern, $name) = @_;
+    my @bad;
+    for my $f (glob "$dir/$pattern") {
+        my $text = slurp($f) // '';
+        push @bad, "$f:\n$text" if $text =~ /ERROR: |runtime error:/;
+    }
+    Test::More::ok(!@bad, "$name: no sanitizer report")
+        or Test::More::diag(join "\n", @bad);
+}
+
+
 sub wait_until {
     my ($cond, $timeout) = @_;
     my $deadline = time + ($timeout // 10);

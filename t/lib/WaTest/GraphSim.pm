@@ -156,13 +156,7 @@ sub stats { $_[0]->_call('GET', '/_sim/stats') }
 
 sub check_logs {
     my ($self, $name) = @_;
-    my @bad;
-    for my $f (glob "$self->{dir}/sanitizer*") {
-        my $text = WaTest::slurp($f) // '';
-        push @bad, "$f:\n$text" if $text =~ /ERROR: |runtime error:/;
-    }
-    ok(!@bad, ($name // 'wa-graph-sim') . ': no sanitizer report')
-        or diag(join "\n", @bad);
+    WaTest::check_sanitizer($self->{dir}, 'sanitizer*', $name // 'wa-graph-sim');
 }
 
 

@@ -98,13 +98,7 @@ sub drained {
 
 sub check_logs {
     my ($self, $name) = @_;
-    my @bad;
-    for my $f (glob "$self->{dir}/sanitizer*") {
-        my $text = WaTest::slurp($f) // '';
-        push @bad, "$f:\n$text" if $text =~ /ERROR: |runtime error:/;
-    }
-    ok(!@bad, ($name // 'worker') . ': no sanitizer report')
-        or diag(join "\n", @bad);
+    WaTest::check_sanitizer($self->{dir}, 'sanitizer*', $name // 'worker');
 }
 
 
