@@ -113,7 +113,6 @@ static long wa_b64url_decode(const char *src, size_t len, unsigned char *dst);
 static int wa_b64url_value(unsigned char c);
 static yajl_val wa_jwt_json(const char *text, size_t len,
     const char **names);
-static int wa_jwt_json_precheck(const char *text, size_t len);
 static wa_jwt_result_e wa_jwt_check_header(const wa_jwt_key_t *key,
     yajl_val header);
 static wa_jwt_result_e wa_jwt_check_signature(const wa_jwt_key_t *key,
@@ -632,7 +631,9 @@ wa_jwt_json(const char *text, size_t len, const char **names)
     size_t    i, k, seen;
     yajl_val  json;
 
-    if (wa_jwt_json_precheck(text, len) != 0) {
+    if (wa_json_precheck((const unsigned char *) text, len, WA_JWT_MAX_DEPTH)
+        != WA_JSON_PLAIN)
+    {
         return NULL;
     }
 
@@ -657,64 +658,6 @@ wa_jwt_json(const char *text, size_t len, const char **names)
     }
 
     return json;
-}
-
-
-/*
- * What yajl_tree would accept but must not be: NUL bytes and "\u0000"
- * (it keeps strings NUL-terminated, without length, so a claim would be
- * silently cut there), comments (it enables them) and deep nesting (it
- * frees trees recursively).
- */
-static int
-wa_jwt_json_precheck(const char *text, size_t len)
-{
-    int     depth, in_string;
-    char    c;
-    size_t  i;
-
-    if (memchr(text, '\0', len) != NULL) {
-        return -1;
-    }
-
-    depth = 0;
-    in_string = 0;
-
-    for (i = 0; i < len; i++) {
-        c = text[i];
-
-        if (in_string) {
-            if (c == '\\') {
-                if (len - i > 5 && memcmp(text + i + 1, "u0000", 5) == 0) {
-                    return -1;
-                }
-
-                i++;
-
-            } else if (c == '"') {
-                in_string = 0;
-            }
-
-            continue;
-        }
-
-        if (c == '"') {
-            in_string = 1;
-
-        } else if (c == '{' || c == '[') {
-            if (++depth > WA_JWT_MAX_DEPTH) {
-                return -1;
-            }
-
-        } else if (c == '}' || c == ']') {
-            depth--;
-
-        } else if (c == '/') {
-            return -1;
-        }
-    }
-
-    return 0;
 }
 
 

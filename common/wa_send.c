@@ -23,6 +23,16 @@
 /* deeper JSON is refused before it is parsed: yajl_tree_free() recurses */
 #define WA_SEND_MAX_DEPTH      64
 
+
+/* why, by wa_json_precheck()'s answer */
+static const char *const  wa_send_prechecked[] = {
+    NULL,
+    "the body is not valid JSON: it has a NUL byte",
+    "the body must not have the character U+0000",
+    "the body is not valid JSON: comments are not allowed",
+    "the body nests deeper than 64 levels"
+};
+
 /* objects with more members are checked for duplicates by sorting */
 #define WA_SEND_SORT_MIN       8
 
@@ -128,7 +138,6 @@ enum {
 
 static int wa_send_parse(wa_send_ctx_t *ctx, const unsigned char *body,
     size_t len, yajl_val *root);
-static const char *wa_send_precheck(const unsigned char *body, size_t len);
 static int wa_send_syntax_error(wa_send_ctx_t *ctx, const char *err);
 static int wa_send_walk(wa_send_ctx_t *ctx, yajl_val v);
 static int wa_send_duplicates(wa_send_ctx_t *ctx, yajl_val obj);
@@ -400,7 +409,7 @@ wa_send_parse(wa_send_ctx_t *ctx, const unsigned char *body, size_t len,
                              "object");
     }
 
-    msg = wa_send_precheck(body, len);
+    msg = wa_send_prechecked[wa_json_precheck(body, len, WA_SEND_MAX_DEPTH)];
     if (msg != NULL) {
         return wa_send_error(ctx, NULL, "%s", msg);
     }
@@ -429,64 +438,6 @@ wa_send_parse(wa_send_ctx_t *ctx, const unsigned char *body, size_t len,
     }
 
     return 0;
-}
-
-
-/*
- * What yajl_tree would accept but must not be: NUL bytes and "\u0000"
- * (it keeps strings NUL-terminated, without length, so a value would be
- * silently cut there), comments (it enables them) and deep nesting (it
- * frees trees recursively).
- */
-static const char *
-wa_send_precheck(const unsigned char *body, size_t len)
-{
-    int            depth, in_string;
-    size_t         i;
-    unsigned char  c;
-
-    if (memchr(body, '\0', len) != NULL) {
-        return "the body is not valid JSON: it has a NUL byte";
-    }
-
-    depth = 0;
-    in_string = 0;
-
-    for (i = 0; i < len; i++) {
-        c = body[i];
-
-        if (in_string) {
-            if (c == '\\') {
-                if (len - i > 5 && memcmp(body + i + 1, "u0000", 5) == 0) {
-                    return "the body must not have the character U+0000";
-                }
-
-                i++;
-
-            } else if (c == '"') {
-                in_string = 0;
-            }
-
-            continue;
-        }
-
-        if (c == '"') {
-            in_string = 1;
-
-        } else if (c == '{' || c == '[') {
-            if (++depth > WA_SEND_MAX_DEPTH) {
-                return "the body nests deeper than 64 levels";
-            }
-
-        } else if (c == '}' || c == ']') {
-            depth--;
-
-        } else if (c == '/') {
-            return "the body is not valid JSON: comments are not allowed";
-        }
-    }
-
-    return NULL;
 }
 
 
