@@ -156,7 +156,10 @@ ok(exists $evs[0][1]{assignee}, '... with the assignee (the relay filters)');
 my %rank = (accepted => 1, sent => 2, delivered => 3, read => 4);
 my @statuses = map { $_->[1]{message}{status} }
                grep { $_->[0] eq 'message.status' } @evs;
-is($statuses[0], 'accepted', 'message.status: accepted first');
+# (Meta's "sent" webhook may be applied before the sender records Meta's
+# answer: the accepted message's event then already says "sent")
+like($statuses[0], qr/^(accepted|sent)$/,
+     'message.status: accepted (or sent) first');
 is($statuses[-1], 'read', '... read last');
 ok(!grep({ $rank{$statuses[$_]} <= $rank{$statuses[$_ - 1]} } 1 .. $#statuses),
    "... each a step forward (@statuses)");
