@@ -12,7 +12,10 @@ use WaTest::Send;
 my $PN = $WaTest::Send::PN;
 my $PN2 = $WaTest::Send::PN2;
 
+# a backoff base of 200 ms keeps each jittered delay's floor above the
+# previous one's ceiling by more than a loaded machine's scheduling noise
 my $t = WaTest::Send->start(env => { WA_SENDER_MAX_ATTEMPTS => 4,
+                                     WA_SENDER_RETRY_BASE_MS => 200,
                                      WA_SENDER_TIMEOUT_MS => 1500,
                                      WA_WORKER_CLAIM_IDLE_MS => 3000 });
 my $pg = $t->pg;
@@ -46,9 +49,12 @@ $id = $t->send(template('+4940000002'))->{doc}{id};
 ok($t->wait_status($id, 'read', 20), 'a 503 three times, then sent');
 @g = gaps($id);
 is(scalar @g, 3, '... four requests in all');
-ok($g[0] <= $g[1] && $g[1] <= $g[2] && $g[2] > $g[0],
-   "... the delays grow (@g ms)");
-cmp_ok($g[0], '>=', 40, '... and are delays (backoff base 100 ms, jittered)');
+# base * 2^(attempt - 1), jittered to 50-100 %: each delay is at least
+# 100, 200, 400 ms; neighbours may meet (jitter, a loaded machine), but
+# the third outlasts the first's ceiling by 200 ms
+ok($g[0] >= 95 && $g[1] >= 195 && $g[2] >= 395,
+   "... each delay at least its backoff floor (@g ms)");
+cmp_ok($g[2], '>', $g[0], '... and the delays grow');
 
 $sim->add_rule({ match => { to => '+4940000003' }, error => { code => 131000 } });
 $id = $t->send(template('+4940000003'))->{doc}{id};
