@@ -148,6 +148,44 @@ AS $$
 $$;
 
 
+-- An outgoing message stored `queued` for the sender, with its
+-- conversation's id.  The body is what the sender posts to Meta, as it is:
+-- Meta's own body (validated by the module, or built by a rule), with our
+-- id for the status webhooks to carry back (biz_opaque_callback_data).
+-- The caller has checked the rules and made the contact and the
+-- conversation exist.
+CREATE FUNCTION wa_message_queue(p_id uuid, p_phone_number_id text,
+                                 p_to text, p_body jsonb, p_source text,
+                                 p_agent text, p_bulk boolean)
+RETURNS messages LANGUAGE sql
+AS $$
+    WITH c AS (
+        SELECT p_body || jsonb_build_object(
+                   'messaging_product', 'whatsapp',
+                   'recipient_type', 'individual',
+                   'to', p_to,
+                   'type', coalesce(p_body->>'type', 'text'),
+                   'biz_opaque_callback_data', p_id) AS content
+    )
+    INSERT INTO messages (wamid, id, conversation_id, phone_number_id,
+                          customer_id, direction, source, type, sent_at,
+                          body, media_id, media_filename, reply_to,
+                          refers_to, content, status, status_at,
+                          sender_agent, bulk)
+    SELECT 'pending.' || p_id, p_id,
+           wa_conversation_id(p_phone_number_id, ltrim(p_to, '+')),
+           p_phone_number_id, ltrim(p_to, '+'), 'out', p_source,
+           c.content->>'type', now(), wa_message_body(c.content),
+           c.content->(c.content->>'type')->>'id',
+           c.content->(c.content->>'type')->>'filename',
+           c.content->'context'->>'message_id',
+           c.content->'reaction'->>'message_id', c.content, 'queued', now(),
+           p_agent, coalesce(p_bulk, false)
+    FROM c
+    RETURNING *
+$$;
+
+
 -- ---------------------------------------------------------------------
 -- POST /messages
 -- ---------------------------------------------------------------------
@@ -185,7 +223,6 @@ DECLARE
     v_contact  contacts;
     v_conv     conversations;
     v_msg      messages;
-    v_content  jsonb;
     v_convs    conversations[];
     v_code     text;
     v_text     text;
@@ -280,30 +317,11 @@ BEGIN
             ON CONFLICT DO NOTHING;
         END IF;
 
-        -- what the sender posts to Meta, as it is: Meta's own body, our
-        -- fields out, our id in for the status webhooks to carry back
-        v_content := (p_body::jsonb - 'phone_number_id' - 'idempotency_key'
-                                    - 'priority')
-                     || jsonb_build_object(
-                            'messaging_product', 'whatsapp',
-                            'recipient_type', 'individual',
-                            'to', p_to,
-                            'type', coalesce(p_body::jsonb->>'type', 'text'),
-                            'biz_opaque_callback_data', v_id);
-
-        INSERT INTO messages (wamid, id, conversation_id, phone_number_id,
-                              customer_id, direction, source, type, sent_at,
-                              body, media_id, media_filename, reply_to,
-                              refers_to, content, status, status_at,
-                              sender_agent, bulk)
-        VALUES ('pending.' || v_id, v_id, v_conv_id, v_pn, v_digits, 'out',
-                'api', v_content->>'type', now(), wa_message_body(v_content),
-                v_content->(v_content->>'type')->>'id',
-                v_content->(v_content->>'type')->>'filename',
-                v_content->'context'->>'message_id',
-                v_content->'reaction'->>'message_id', v_content, 'queued',
-                now(), p_agent, p_bulk)
-        RETURNING * INTO v_msg;
+        v_msg := wa_message_queue(v_id, v_pn, p_to,
+                                  p_body::jsonb - 'phone_number_id'
+                                                - 'idempotency_key'
+                                                - 'priority',
+                                  'api', p_agent, p_bulk);
 
         v_convs := wa_apply_conversations(ARRAY[v_msg]);
 

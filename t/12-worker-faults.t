@@ -131,6 +131,24 @@ my %d = @{ $dead->[0][1] };
 like($d{error}, qr/wa_apply_batch/, 'wa:dead says why');
 like($d{body}, qr/wamid\.huge/, 'wa:dead keeps the body');
 
+# --- PostgreSQL refuses even an entry's webhook log row (a broken schema,
+# a bug): wa:dead still keeps it, and the queue does not spin on it
+$pg->query('CREATE FUNCTION t_refuse() RETURNS trigger LANGUAGE plpgsql '
+           . 'AS $$ BEGIN RAISE EXCEPTION \'refused by the test\'; END $$; '
+           . 'CREATE TRIGGER t_refuse BEFORE INSERT ON webhook_log FOR EACH '
+           . "ROW WHEN (NEW.request_id = 'refused') EXECUTE FUNCTION "
+           . 't_refuse()');
+$redis->cmd('XADD', 'wa:events', '*', 'body', $poison[2], 'rcvd', '1',
+            'rid', 'refused');
+enqueue(20);
+ok($w->drained(30), 'an entry PostgreSQL will not even log: the queue moves');
+exactly_once('after an entry refused');
+$dead = $redis->cmd('XRANGE', 'wa:dead', '-', '+');
+is(scalar @$dead, 2, '... it is in wa:dead');
+like($w->log, qr/is not in the webhook log \(.*refused by the test.*\): in wa:dead only/,
+     '... and the log says it is there only');
+$pg->query('DROP TRIGGER t_refuse ON webhook_log');
+
 # --- a dead consumer's entries are claimed
 $w->stop;
 enqueue(30);
@@ -156,7 +174,7 @@ $w2->start;
 ok($w2->drained(30), 'the queue moved on');
 like($w2->log, qr/entry \Q$id\E delivered \d+ times without success/,
      'the over-delivered entry was dead-lettered');
-is(scalar @{ $redis->cmd('XRANGE', 'wa:dead', '-', '+') }, 2,
+is(scalar @{ $redis->cmd('XRANGE', 'wa:dead', '-', '+') }, 3,
    'it is in wa:dead');
 is(q1("SELECT result FROM webhook_log WHERE stream_id = '$id'"), 'dead',
    'and in the webhook log as dead');

@@ -126,7 +126,7 @@ wa_db_apply_send(wa_db_t *db, const char *json, int n, const char **bodies,
         goto done;
     }
 
-    p = sql + sprintf(sql, "SELECT outbox_id, events "
+    p = sql + sprintf(sql, "SELECT outbox_id, events, commands "
                            "FROM wa_apply_batch($1::jsonb, ARRAY[");
 
     for (i = 0; i < n; i++) {

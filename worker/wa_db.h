@@ -46,7 +46,8 @@ wa_db_result_e wa_db_check_schema(wa_db_t *db, const char *sql_dir);
  * halves so that the worker reads and parses the next batch while
  * PostgreSQL applies this one: send returns once the call is written,
  * result waits for its answer.  On WA_DB_OK, *events holds the outbox row
- * it wrote (id and events both NULL when there was nothing to publish).
+ * it wrote (id and events both NULL when there was nothing to publish)
+ * and the doorbell commands of the auto-replies it queued (NULL: none).
  */
 wa_db_result_e wa_db_apply_send(wa_db_t *db, const char *json, int n,
     const char **bodies, const int *lens, const char *consumer,

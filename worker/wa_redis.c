@@ -469,6 +469,47 @@ wa_redis_bell_ack(wa_redis_t *r, wa_entry_t *entries, int n)
 }
 
 
+int
+wa_redis_bell_ring(wa_redis_t *r, const char *commands)
+{
+    int          n, i, ok;
+    const char  *p, *end;
+    redisReply  *rep;
+
+    if (r->c == NULL) {
+        return -1;
+    }
+
+    n = 0;
+
+    for (p = commands; (end = strchr(p, '\n')) != NULL; p = end + 1) {
+        if (redisAppendCommand(r->c, "XADD %s * cmd %b", r->outbox, p,
+                               (size_t) (end - p)) != REDIS_OK)
+        {
+            wa_log_error("redis XADD %s: %s", r->outbox, r->c->errstr);
+            wa_redis_close(r);
+            return -1;
+        }
+
+        n++;
+    }
+
+    ok = 1;
+
+    for (i = 0; i < n; i++) {
+        if (redisGetReply(r->c, (void **) &rep) != REDIS_OK) {
+            wa_log_error("redis XADD %s: %s", r->outbox, r->c->errstr);
+            wa_redis_close(r);
+            return -1;
+        }
+
+        ok &= wa_redis_ok(r, rep, "XADD");
+    }
+
+    return ok ? 0 : -1;
+}
+
+
 static int
 wa_redis_ack_stream(wa_redis_t *r, const char *stream, wa_entry_t *entries,
     int n)

@@ -96,4 +96,11 @@ int wa_redis_bell_take(wa_redis_t *r, redisReply **reply,
 /* XACK and XDEL of doorbells (their work is in PostgreSQL already). */
 int wa_redis_bell_ack(wa_redis_t *r, wa_entry_t *entries, int n);
 
+/*
+ * Rings the sender's doorbell once per line of commands (a JSON command
+ * and a newline each), as the module does for POST /messages: the
+ * messages are stored already, so a failure costs only latency.
+ */
+int wa_redis_bell_ring(wa_redis_t *r, const char *commands);
+
 #endif /* WA_REDIS_H */

@@ -555,8 +555,17 @@ wa_worker_batch(wa_worker_t *w, wa_entry_t *entries, int n,
                      "success", deliveries[i]);
             wa_log_error("entry %s %s: dead-lettered", entries[i].id, why);
 
-            if (wa_worker_apply(w, &entries[i], 1, why, err, sizeof(err))
-                != WA_DB_OK
+            /* PostgreSQL away: later.  PostgreSQL refusing even the log
+             * row (a broken schema, a bug): wa:dead still keeps the
+             * entry, rather than the queue spinning on it */
+            rc = wa_worker_apply(w, &entries[i], 1, why, err, sizeof(err));
+
+            if (rc == WA_DB_REJECT) {
+                wa_log_error("entry %s is not in the webhook log (%s): in "
+                             "wa:dead only", entries[i].id, err);
+            }
+
+            if (rc == WA_DB_RETRY
                 || wa_redis_dead(&w->redis, &entries[i], why) != 0)
             {
                 free(deliveries);
@@ -812,7 +821,8 @@ wa_worker_result(wa_worker_t *w, PGresult **events, char *err,
 
 
 /*
- * Publishes a committed batch's events, share by share, and frees them;
+ * Publishes a committed batch's events, share by share, rings the
+ * sender's doorbell for the auto-replies they queued, and frees them;
  * their outbox rows are deleted by the next apply (or wa_worker_forget
  * when idle).  A failed publish leaves the rows to a sweep.
  */
@@ -841,6 +851,15 @@ wa_worker_announce(wa_worker_t *w, PGresult **events)
                 w->done[w->ndone++] = strtoll(PQgetvalue(events[i], 0, 0),
                                               NULL, 10);
             }
+        }
+
+        /* auto-replies: stored, to be sent now */
+        if (!PQgetisnull(events[i], 0, 2)
+            && wa_redis_bell_ring(&w->redis, PQgetvalue(events[i], 0, 2))
+               != 0)
+        {
+            wa_log_warn("auto-replies queued; the sender finds them at its "
+                        "next sweep");
         }
 
         PQclear(events[i]);
