@@ -42,6 +42,7 @@ static const char *const  wa_send_prechecked[] = {
 #define WA_SEND_PHONE_ID_MAX   32
 #define WA_SEND_E164_MIN       8
 #define WA_SEND_E164_MAX       15
+#define WA_SEND_USER_ID_MAX    128    /* after "CC." */
 #define WA_SEND_IDEM_MAX       128
 
 /* what a media object may have besides "id" or "link" */
@@ -233,6 +234,8 @@ static size_t wa_send_push(wa_send_ctx_t *ctx, const char *name);
 static size_t wa_send_push_index(wa_send_ctx_t *ctx, size_t i);
 static void wa_send_pop(wa_send_ctx_t *ctx, size_t len);
 static void wa_send_append(wa_send_ctx_t *ctx, const char *s, size_t n);
+static int wa_send_phone(wa_send_ctx_t *ctx, yajl_val v);
+static int wa_send_user_id(wa_send_ctx_t *ctx, yajl_val v);
 static int wa_send_error(wa_send_ctx_t *ctx, const char *name,
     const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static char wa_send_printable(char c);
@@ -240,7 +243,7 @@ static char wa_send_printable(char c);
 
 static const char *const  wa_send_top_names[] = {
     "messaging_product", "recipient_type", "phone_number_id", "to",
-    "idempotency_key", "priority", "type", "context",
+    "recipient", "idempotency_key", "priority", "type", "context",
     "text", "image", "video", "audio", "document", "sticker", "location",
     "contacts", "reaction", "template", "interactive", NULL
 };
@@ -733,24 +736,51 @@ wa_send_phone_number_id(wa_send_ctx_t *ctx, yajl_val root)
 
 
 /*
+ * The customer: "to", a phone number, or "recipient", the business-scoped
+ * user id Meta gives a customer who shares no phone number (BSUID).  Meta
+ * takes "to" when both are given; one of them only, so that the message
+ * goes where the caller meant.
+ */
+static int
+wa_send_to(wa_send_ctx_t *ctx, yajl_val root)
+{
+    yajl_val  to, user;
+
+    to = wa_json_get(root, "to");
+    user = wa_json_get(root, "recipient");
+
+    if (to != NULL && user != NULL) {
+        return wa_send_error(ctx, "recipient", "is for a customer without "
+                             "a phone number: give to or recipient, not "
+                             "both");
+    }
+
+    if (user != NULL) {
+        return wa_send_user_id(ctx, user);
+    }
+
+    if (to == NULL) {
+        return wa_send_error(ctx, "to", "is required (or recipient, a "
+                             "business-scoped user id)");
+    }
+
+    return wa_send_phone(ctx, to);
+}
+
+
+/*
  * E.164 after dropping the separators people write ("+1 (650) 555-1234").
  * Meta reads a number without its "+" as national and prepends the
  * business's own country code: the message would reach someone else.
  */
 static int
-wa_send_to(wa_send_ctx_t *ctx, yajl_val root)
+wa_send_phone(wa_send_ctx_t *ctx, yajl_val v)
 {
     int          plus;
     char        *e164;
     size_t       digits;
-    yajl_val     v;
     const char  *p;
 
-    v = wa_json_get(root, "to");
-
-    if (v == NULL) {
-        return wa_send_error(ctx, "to", "is required");
-    }
 
     if (!YAJL_IS_STRING(v)) {
         return wa_send_error(ctx, "to", "must be a string");
@@ -799,6 +829,36 @@ wa_send_to(wa_send_ctx_t *ctx, yajl_val root)
 
     e164[0] = '+';
     e164[1 + digits] = '\0';
+
+    return 0;
+}
+
+
+/* A BSUID: the country's two letters, a dot, 1 to 128 letters and digits
+ * ("US.13491208655302741918") */
+static int
+wa_send_user_id(wa_send_ctx_t *ctx, yajl_val v)
+{
+    size_t       n;
+    const char  *s;
+
+    s = YAJL_IS_STRING(v) ? v->u.string : "";
+    n = 0;
+
+    if (s[0] >= 'A' && s[0] <= 'Z' && s[1] >= 'A' && s[1] <= 'Z'
+        && s[2] == '.')
+    {
+        n = strspn(s + 3, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                          "abcdefghijklmnopqrstuvwxyz0123456789");
+    }
+
+    if (n == 0 || n > WA_SEND_USER_ID_MAX || s[3 + n] != '\0') {
+        return wa_send_error(ctx, "recipient", "must be a business-scoped "
+                             "user id: a country code, a dot and 1 to 128 "
+                             "letters and digits");
+    }
+
+    memcpy(ctx->out->to, s, 3 + n + 1);
 
     return 0;
 }

@@ -21,7 +21,8 @@
 
 typedef struct {
     char  phone_number_id[33];    /* 1..32 digits */
-    char  to[17];                 /* "+" and 8..15 digits */
+    char  to[132];                /* "+" and 8..15 digits, or a
+                                     business-scoped user id ("US.…") */
     char  type[24];               /* "text", "template", ... */
     char  idempotency_key[129];   /* "" when not given */
     int   free_form;              /* 1 unless a template: needs the
@@ -45,7 +46,8 @@ typedef struct {
 /*
  * Checks a send request body: Meta's own send body (so that Meta's
  * examples can be pasted) with our "phone_number_id", "idempotency_key"
- * and "priority", where "to" must be E.164 with its "+", and
+ * and "priority", where "to" must be E.164 with its "+" (or "recipient" a
+ * business-scoped user id, instead), and
  * "biz_opaque_callback_data", which the gateway sets, is refused.  Every
  * object must have only the members documented for it, each of its
  * documented JSON type, within Meta's limits (counted in Unicode code
@@ -53,7 +55,8 @@ typedef struct {
  * object, UTF-8, without comments, NUL characters or nesting deeper than
  * 64.
  *
- * Returns 0 when valid, with out filled ("to" normalized to "+digits");
+ * Returns 0 when valid, with out filled ("to" normalized to "+digits",
+ * or the user id);
  * -1 when not, with out zeroed but for field and message.  body need not
  * be NUL-terminated; out must not be NULL.
  */

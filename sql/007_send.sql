@@ -42,6 +42,10 @@ CREATE INDEX messages_unsent ON messages (status_at)
 CREATE INDEX messages_receipts ON messages (phone_number_id)
     WHERE receipt IN ('queued', 'sending');
 
+-- a send to a business-scoped user id finds its contact
+CREATE INDEX contacts_user_id ON contacts (phone_number_id, user_id)
+    WHERE user_id IS NOT NULL;
+
 -- a status webhook of a message whose answer was lost names our id
 CREATE INDEX message_statuses_callback
     ON message_statuses ((raw->>'biz_opaque_callback_data'))
@@ -148,22 +152,42 @@ AS $$
 $$;
 
 
--- An outgoing message stored `queued` for the sender, with its
--- conversation's id.  The body is what the sender posts to Meta, as it is:
+-- The customer a send goes to (contacts.customer_id): the digits of an
+-- E.164 number; for a business-scoped user id (a customer who shares no
+-- phone number), the contact that id belongs to, so that a customer known
+-- by both keeps one conversation, else the id itself, as ingest keys such
+-- a customer.
+CREATE FUNCTION wa_send_customer(p_phone_number_id text, p_to text)
+RETURNS text LANGUAGE sql STABLE
+AS $$
+    SELECT CASE WHEN p_to LIKE '+%' THEN ltrim(p_to, '+')
+                ELSE coalesce((SELECT k.customer_id FROM contacts k
+                               WHERE k.phone_number_id = p_phone_number_id
+                                 AND k.user_id = p_to
+                               ORDER BY k.wa_id IS NULL, k.customer_id
+                               LIMIT 1), p_to) END
+$$;
+
+
+-- An outgoing message stored `queued` for the sender, to p_to (E.164 with
+-- its "+", else a business-scoped user id), for the customer p_customer
+-- (contacts.customer_id).  The body is what the sender posts to Meta, as it is:
 -- Meta's own body (validated by the module, or built by a rule), with our
 -- id for the status webhooks to carry back (biz_opaque_callback_data).
 -- The caller has checked the rules and made the contact and the
 -- conversation exist.
 CREATE FUNCTION wa_message_queue(p_id uuid, p_phone_number_id text,
-                                 p_to text, p_body jsonb, p_source text,
-                                 p_agent text, p_bulk boolean)
+                                 p_customer text, p_to text, p_body jsonb,
+                                 p_source text, p_agent text,
+                                 p_bulk boolean)
 RETURNS messages LANGUAGE sql
 AS $$
     WITH c AS (
-        SELECT p_body || jsonb_build_object(
+        SELECT p_body - 'to' - 'recipient' || jsonb_build_object(
                    'messaging_product', 'whatsapp',
                    'recipient_type', 'individual',
-                   'to', p_to,
+                   CASE WHEN p_to LIKE '+%' THEN 'to' ELSE 'recipient' END,
+                   p_to,
                    'type', coalesce(p_body->>'type', 'text'),
                    'biz_opaque_callback_data', p_id) AS content
     )
@@ -173,8 +197,8 @@ AS $$
                           refers_to, content, status, status_at,
                           sender_agent, bulk)
     SELECT 'pending.' || p_id, p_id,
-           wa_conversation_id(p_phone_number_id, ltrim(p_to, '+')),
-           p_phone_number_id, ltrim(p_to, '+'), 'out', p_source,
+           wa_conversation_id(p_phone_number_id, p_customer),
+           p_phone_number_id, p_customer, 'out', p_source,
            c.content->>'type', now(), wa_message_body(c.content),
            c.content->(c.content->>'type')->>'id',
            c.content->(c.content->>'type')->>'filename',
@@ -214,10 +238,9 @@ AS $$
 DECLARE
     v_only     boolean := coalesce(p_assigned_only, true);
     v_pn       text := p_phone_number_id;
-    v_digits   text := ltrim(p_to, '+');
+    v_digits   text := wa_send_customer(p_phone_number_id, p_to);
     v_md5      text := md5(p_body);
-    v_conv_id  uuid := wa_conversation_id(p_phone_number_id,
-                                          ltrim(p_to, '+'));
+    v_conv_id  uuid := wa_conversation_id(p_phone_number_id, v_digits);
     v_id       uuid := gen_random_uuid();
     v_prev     send_requests;
     v_contact  contacts;
@@ -305,8 +328,11 @@ BEGIN
 
         -- a template may start a conversation
         IF v_contact.customer_id IS NULL THEN
-            INSERT INTO contacts (phone_number_id, customer_id, wa_id)
-            VALUES (v_pn, v_digits, v_digits)
+            INSERT INTO contacts (phone_number_id, customer_id, wa_id,
+                                  user_id)
+            VALUES (v_pn, v_digits,
+                    CASE WHEN p_to LIKE '+%' THEN v_digits END,
+                    CASE WHEN p_to NOT LIKE '+%' THEN p_to END)
             ON CONFLICT DO NOTHING;
         END IF;
         IF v_conv.id IS NULL THEN
@@ -317,7 +343,7 @@ BEGIN
             ON CONFLICT DO NOTHING;
         END IF;
 
-        v_msg := wa_message_queue(v_id, v_pn, p_to,
+        v_msg := wa_message_queue(v_id, v_pn, v_digits, p_to,
                                   p_body::jsonb - 'phone_number_id'
                                                 - 'idempotency_key'
                                                 - 'priority',

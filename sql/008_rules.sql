@@ -118,6 +118,10 @@ BEGIN
     FOR v_hit IN
         SELECT DISTINCT ON (m.wamid)
                m.wamid, m.phone_number_id, m.customer_id, m.conversation_id,
+               coalesce('+' || k.wa_id, k.user_id,
+                        CASE WHEN m.customer_id ~ '^[0-9]+$'
+                             THEN '+' || m.customer_id
+                             ELSE m.customer_id END) AS send_to,
                coalesce(m.reply_to, m.wamid) AS answered, r.id AS rule_id,
                jsonb_build_object('name', r.send_template,
                                   'language', jsonb_build_object(
@@ -140,13 +144,12 @@ BEGIN
          AND (r.phone_number_id IS NULL
               OR r.phone_number_id = m.phone_number_id)
         LEFT JOIN messages q ON q.wamid = m.reply_to
+        LEFT JOIN contacts k ON k.phone_number_id = m.phone_number_id
+                            AND k.customer_id = m.customer_id
         WHERE m.direction = 'in' AND m.source = 'webhook'
           AND (r.in_reply_to_template IS NULL
                OR r.in_reply_to_template = q.content->'template'->>'name')
-          AND NOT EXISTS (SELECT 1 FROM contacts k
-                          WHERE k.phone_number_id = m.phone_number_id
-                            AND k.customer_id = m.customer_id
-                            AND (k.opted_out OR k.blocked))
+          AND NOT coalesce(k.opted_out OR k.blocked, false)
           AND NOT EXISTS (SELECT 1 FROM conversations c
                           WHERE c.id = m.conversation_id
                             AND c.status = 'blocked')
@@ -167,7 +170,7 @@ BEGIN
         ON CONFLICT DO NOTHING;
 
         v_replies := v_replies || wa_message_queue(
-            v_id, v_hit.phone_number_id, '+' || v_hit.customer_id,
+            v_id, v_hit.phone_number_id, v_hit.customer_id, v_hit.send_to,
             jsonb_build_object('type', 'template',
                                'template', v_hit.template),
             'auto', NULL, false);
@@ -371,7 +374,8 @@ BEGIN
     -- the sender's doorbells, rung by the worker once this commits
     SELECT string_agg(json_build_object('op', 'send', 'id', r.id,
                                         'phone_number_id', r.phone_number_id,
-                                        'to', '+' || r.customer_id,
+                                        'to', coalesce(r.content->>'to',
+                                                       r.content->>'recipient'),
                                         'bulk', false)::text || E'\n', ''
                       ORDER BY r.ordinality)
     INTO commands

@@ -310,5 +310,66 @@ ok($t->wait_status($res->{doc}{id}, 'failed', 15),
    'a failed status webhook fails the sent message');
 is(($t->row($res->{doc}{id}, 'error_code'))[0], 131049, '... with its code');
 
+# --- customers known by a business-scoped user id (BSUID) -----------------
+
+# an inbound text from a customer: their contact entry and message ids
+sub inbound {
+    my (%o) = @_;
+    my $body = JSON::PP->new->canonical->encode({
+        object => 'whatsapp_business_account',
+        entry => [ { id => '102290129340398', changes => [ {
+            field => 'messages',
+            value => {
+                messaging_product => 'whatsapp',
+                metadata => { display_phone_number => '15550783881',
+                              phone_number_id => $PN },
+                contacts => [ { profile => { name => 'Sam' },
+                                %{ $o{contact} } } ],
+                messages => [ { %{ $o{from} }, id => $o{wamid},
+                                timestamp => '' . int(time), type => 'text',
+                                text => { body => 'Another color?' } } ] } }
+        ] } ] });
+    $t->webhook($body)->{status} == 200 or die 'webhook refused';
+    wait_until(sub { $pg->query("SELECT count(*) FROM messages WHERE "
+                                . "wamid = '$o{wamid}'") eq "1\n" }, 10)
+        or die "$o{wamid} not stored";
+    return $pg->query("SELECT conversation_id FROM messages "
+                      . "WHERE wamid = '$o{wamid}'") =~ s/\n//r;
+}
+
+my $BSUID = 'US.13491208655302741918';
+my $in_conv = inbound(contact => { user_id => $BSUID },
+                   from => { from_user_id => $BSUID },
+                   wamid => 'wamid.TESTBSUID000001');
+$res = $t->send({ recipient => $BSUID, type => 'text',
+                  text => { body => 'In red too.' } });
+is($res->{status}, 202, 'a reply to a customer who shares no phone number '
+   . '(recipient: their user id)') or diag($res->{body});
+my $bid = $res->{doc}{id};
+ok($t->wait_status($bid, 'read', 15), '... sent, read');
+my ($breq) = @{ $t->received($bid) };
+is($breq->{body}{recipient}, $BSUID, '... Meta got recipient');
+ok(!exists $breq->{body}{to}, '... and no to');
+is(($t->row($bid, 'conversation_id'))[0], $in_conv,
+   '... in the conversation the customer wrote in');
+
+my $BOTH = 'US.77000000000000000061';
+$in_conv = inbound(contact => { wa_id => '4915000000061', user_id => $BOTH },
+                from => { from => '4915000000061', from_user_id => $BOTH },
+                wamid => 'wamid.TESTBSUID000002');
+$res = $t->send({ recipient => $BOTH, type => 'text',
+                  text => { body => 'Tuesday works.' } });
+is($res->{status}, 202, 'a reply by user id to a customer with a phone too');
+ok($t->wait_status($res->{doc}{id}, 'read', 15), '... sent, read');
+is(($t->row($res->{doc}{id}, 'conversation_id'))[0], $in_conv,
+   '... in their one conversation (keyed by the phone number)');
+is($pg->query("SELECT count(*) FROM conversations WHERE customer_id IN "
+              . "('4915000000061', '$BOTH')"), "1\n", '... no second one');
+
+$res = $t->send({ to => '+4915000000061', recipient => $BOTH, type => 'text',
+                  text => { body => 'x' } });
+is($res->{status}, 400, 'to and recipient both: 400');
+like($res->{body}, qr/recipient .*not both/, '... naming the field');
+
 $t->stop;
 done_testing;

@@ -401,9 +401,41 @@ test_to(void)
     ok(refused("{\"phone_number_id\":\"1\",\"to\":16505551234,"
                TEXT_OK "}", "to", "must be a string"), "to: a number");
     ok(refused("{\"phone_number_id\":\"1\"," TEXT_OK "}", "to",
-               "is required"), "to missing");
+               "is required (or recipient"), "to missing");
     ok(req.to[0] == '\0' && req.phone_number_id[0] == '\0',
        "refused: request zeroed");
+
+    ok(valid("{\"phone_number_id\":\"1\",\"recipient\":"
+             "\"US.13491208655302741918\"," TEXT_OK "}")
+       && strcmp(req.to, "US.13491208655302741918") == 0,
+       "recipient: a business-scoped user id");
+    ok(repeat_valid("{\"phone_number_id\":\"1\",\"recipient\":\"BR.@\","
+                    TEXT_OK "}", "a", 128) && strlen(req.to) == 131,
+       "recipient: 128 characters after the dot");
+    ok(repeat_refused("{\"phone_number_id\":\"1\",\"recipient\":\"BR.@\","
+                      TEXT_OK "}", "a", 129, "recipient", "1 to 128"),
+       "recipient: 129 characters");
+    ok(refused("{\"phone_number_id\":\"1\",\"recipient\":\"US.\","
+               TEXT_OK "}", "recipient", "business-scoped user id"),
+       "recipient: nothing after the dot");
+    ok(refused("{\"phone_number_id\":\"1\",\"recipient\":\"us.1349\","
+               TEXT_OK "}", "recipient", "business-scoped user id"),
+       "recipient: lower-case country");
+    ok(refused("{\"phone_number_id\":\"1\",\"recipient\":\"US\","
+               TEXT_OK "}", "recipient", "business-scoped user id"),
+       "recipient: a country alone");
+    ok(refused("{\"phone_number_id\":\"1\",\"recipient\":\"U\","
+               TEXT_OK "}", "recipient", "business-scoped user id"),
+       "recipient: one letter");
+    ok(refused("{\"phone_number_id\":\"1\",\"recipient\":\"US.13-49\","
+               TEXT_OK "}", "recipient", "business-scoped user id"),
+       "recipient: a dash");
+    ok(refused("{\"phone_number_id\":\"1\",\"recipient\":1349,"
+               TEXT_OK "}", "recipient", "business-scoped user id"),
+       "recipient: a number");
+    ok(refused("{\"phone_number_id\":\"1\",\"to\":\"+16505551234\","
+               "\"recipient\":\"US.1349\"," TEXT_OK "}", "recipient",
+               "not both"), "to and recipient");
 }
 
 
