@@ -1072,17 +1072,27 @@ wa_sender_claim(wa_sender_t *s, wa_job_t **batch, int n, int read)
 
         if (job) {
             job->claimed = 1;
-            wa_sender_post(s, job, read ? NULL : PQgetvalue(rows, i, 1));
         }
     }
 
-    PQclear(rows);
-
+    /* not returned: another sender has them, or they are queued no more;
+     * forgotten before the others are posted, since a post that fails
+     * queues its job again, unclaimed */
     for (i = 0; i < n; i++) {
         if (!batch[i]->claimed) {
             wa_sender_forget(s, batch[i]);
         }
     }
+
+    for (i = 0; i < PQntuples(rows); i++) {
+        job = wa_map_get(&s->jobs, PQgetvalue(rows, i, 0));
+
+        if (job) {
+            wa_sender_post(s, job, read ? NULL : PQgetvalue(rows, i, 1));
+        }
+    }
+
+    PQclear(rows);
 }
 
 
