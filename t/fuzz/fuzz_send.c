@@ -89,11 +89,23 @@ fuzz_check(const wa_send_request_t *req, int rc)
 
     fuzz_digits(req->phone_number_id, 1, 32);
 
-    if (req->to[0] != '+' || req->to[1] == '0') {
+    /* "+" and digits, or a business-scoped user id ("US.1349...") */
+    if (req->to[0] == '+') {
+        if (req->to[1] == '0') {
+            abort();
+        }
+
+        fuzz_digits(req->to + 1, 8, 15);
+
+    } else if (req->to[0] < 'A' || req->to[0] > 'Z'
+               || req->to[1] < 'A' || req->to[1] > 'Z' || req->to[2] != '.'
+               || strspn(req->to + 3, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                      "abcdefghijklmnopqrstuvwxyz"
+                                      "0123456789") != strlen(req->to + 3)
+               || strlen(req->to + 3) < 1 || strlen(req->to + 3) > 128)
+    {
         abort();
     }
-
-    fuzz_digits(req->to + 1, 8, 15);
 
     for (i = 0; types[i] != NULL; i++) {
         if (strcmp(req->type, types[i]) == 0) {
