@@ -93,7 +93,15 @@ typedef struct {
     int                header;    /* WA_SEND_HEADER_NONE, ... */
     int                footer;
     wa_send_check_pt   action;
+    const void        *action_arg;
 } wa_send_interactive_t;
+
+
+/* action {"name": <name>, "parameters": {...}}, parameters if checked */
+typedef struct {
+    const char *const  *name;
+    wa_send_check_pt    parameters;
+} wa_send_named_action_t;
 
 
 /* the row ids of an interactive list, unique across its sections */
@@ -201,15 +209,13 @@ static int wa_send_list(wa_send_ctx_t *ctx, yajl_val v, const void *arg);
 static int wa_send_section(wa_send_ctx_t *ctx, yajl_val v, int titled,
     wa_send_rows_t *rows);
 static int wa_send_row(wa_send_ctx_t *ctx, yajl_val v, wa_send_rows_t *rows);
-static int wa_send_cta_url(wa_send_ctx_t *ctx, yajl_val v, const void *arg);
+static int wa_send_named_action(wa_send_ctx_t *ctx, yajl_val v,
+    const void *arg);
 static int wa_send_cta_parameters(wa_send_ctx_t *ctx, yajl_val v,
     const void *arg);
-static int wa_send_flow(wa_send_ctx_t *ctx, yajl_val v, const void *arg);
 static int wa_send_flow_parameters(wa_send_ctx_t *ctx, yajl_val v,
     const void *arg);
 static int wa_send_flow_payload(wa_send_ctx_t *ctx, yajl_val v,
-    const void *arg);
-static int wa_send_location_request(wa_send_ctx_t *ctx, yajl_val v,
     const void *arg);
 static int wa_send_any_object(wa_send_ctx_t *ctx, yajl_val v,
     const void *arg);
@@ -345,12 +351,27 @@ static const char *const  wa_send_interactive_names[] = {
     "button", "list", "cta_url", "flow", "location_request_message", NULL
 };
 
+static const char *const  wa_send_cta_url_name[] = { "cta_url", NULL };
+static const char *const  wa_send_flow_name[] = { "flow", NULL };
+static const char *const  wa_send_location_name[] = { "send_location", NULL };
+
+static const wa_send_named_action_t  wa_send_cta_url = {
+    wa_send_cta_url_name, wa_send_cta_parameters
+};
+static const wa_send_named_action_t  wa_send_flow = {
+    wa_send_flow_name, wa_send_flow_parameters
+};
+static const wa_send_named_action_t  wa_send_location_request = {
+    wa_send_location_name, NULL
+};
+
 static const wa_send_interactive_t  wa_send_interactives[] = {
-    { 1024, WA_SEND_HEADER_MEDIA, 1, wa_send_buttons },
-    { 4096, WA_SEND_HEADER_TEXT, 1, wa_send_list },
-    { 1024, WA_SEND_HEADER_MEDIA, 1, wa_send_cta_url },
-    { 1024, WA_SEND_HEADER_TEXT, 1, wa_send_flow },
-    { 1024, WA_SEND_HEADER_NONE, 0, wa_send_location_request }
+    { 1024, WA_SEND_HEADER_MEDIA, 1, wa_send_buttons, NULL },
+    { 4096, WA_SEND_HEADER_TEXT, 1, wa_send_list, NULL },
+    { 1024, WA_SEND_HEADER_MEDIA, 1, wa_send_named_action, &wa_send_cta_url },
+    { 1024, WA_SEND_HEADER_TEXT, 1, wa_send_named_action, &wa_send_flow },
+    { 1024, WA_SEND_HEADER_NONE, 0, wa_send_named_action,
+      &wa_send_location_request }
 };
 
 static const char *const  wa_send_header_types[] = {
@@ -1612,7 +1633,8 @@ wa_send_interactive(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
     if (wa_send_member(ctx, v, "header", 0, wa_send_header, ia) != 0
         || wa_send_text_object(ctx, v, "body", 1, ia->body_max) != 0
         || wa_send_text_object(ctx, v, "footer", 0, 60) != 0
-        || wa_send_member(ctx, v, "action", 1, ia->action, NULL) != 0)
+        || wa_send_member(ctx, v, "action", 1, ia->action, ia->action_arg)
+           != 0)
     {
         return -1;
     }
@@ -1922,20 +1944,23 @@ wa_send_row(wa_send_ctx_t *ctx, yajl_val v, wa_send_rows_t *rows)
 }
 
 
+/* An action that names itself, with the parameters its name takes. */
 static int
-wa_send_cta_url(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
+wa_send_named_action(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
 {
-    int  unused;
+    int                           unused;
+    const wa_send_named_action_t  *na;
 
-    static const char *const  names[] = { "name", "parameters", NULL };
-    static const char *const  action[] = { "cta_url", NULL };
+    static const char *const  with[] = { "name", "parameters", NULL };
+    static const char *const  without[] = { "name", NULL };
 
-    (void) arg;
+    na = arg;
 
-    if (wa_send_object(ctx, v, names) != 0
-        || wa_send_enum(ctx, v, "name", 1, action, 0, &unused) != 0
-        || wa_send_member(ctx, v, "parameters", 1, wa_send_cta_parameters,
-                          NULL) != 0)
+    if (wa_send_object(ctx, v, na->parameters ? with : without) != 0
+        || wa_send_enum(ctx, v, "name", 1, na->name, 0, &unused) != 0
+        || (na->parameters
+            && wa_send_member(ctx, v, "parameters", 1, na->parameters,
+                              NULL) != 0))
     {
         return -1;
     }
@@ -1954,28 +1979,6 @@ wa_send_cta_parameters(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
     if (wa_send_object(ctx, v, names) != 0
         || wa_send_string(ctx, v, "display_text", 1, 1, 20, NULL) != 0
         || wa_send_url(ctx, v, "url", 1) != 0)
-    {
-        return -1;
-    }
-
-    return 0;
-}
-
-
-static int
-wa_send_flow(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
-{
-    int  unused;
-
-    static const char *const  names[] = { "name", "parameters", NULL };
-    static const char *const  action[] = { "flow", NULL };
-
-    (void) arg;
-
-    if (wa_send_object(ctx, v, names) != 0
-        || wa_send_enum(ctx, v, "name", 1, action, 0, &unused) != 0
-        || wa_send_member(ctx, v, "parameters", 1, wa_send_flow_parameters,
-                          NULL) != 0)
     {
         return -1;
     }
@@ -2060,26 +2063,6 @@ wa_send_flow_payload(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
     if (wa_send_object(ctx, v, names) != 0
         || wa_send_string(ctx, v, "screen", 1, 1, WA_SEND_ANY, NULL) != 0
         || wa_send_member(ctx, v, "data", 0, wa_send_any_object, NULL) != 0)
-    {
-        return -1;
-    }
-
-    return 0;
-}
-
-
-static int
-wa_send_location_request(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
-{
-    int  unused;
-
-    static const char *const  names[] = { "name", NULL };
-    static const char *const  action[] = { "send_location", NULL };
-
-    (void) arg;
-
-    if (wa_send_object(ctx, v, names) != 0
-        || wa_send_enum(ctx, v, "name", 1, action, 0, &unused) != 0)
     {
         return -1;
     }
