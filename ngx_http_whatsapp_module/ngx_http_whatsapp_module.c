@@ -22,6 +22,9 @@ static char *ngx_http_whatsapp_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
 static char *ngx_http_whatsapp_merge_events(ngx_conf_t *cf,
     ngx_http_whatsapp_loc_conf_t *conf);
+static ngx_int_t ngx_http_whatsapp_needs(ngx_conf_t *cf,
+    const char *directive, ngx_http_whatsapp_conf_at_t *at,
+    const char *missing);
 static ngx_int_t ngx_http_whatsapp_key(ngx_conf_t *cf, ngx_str_t *prefix,
     const char *name, ngx_str_t *key);
 static ngx_int_t ngx_http_whatsapp_init_process(ngx_cycle_t *cycle);
@@ -367,10 +370,10 @@ ngx_http_whatsapp_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
             missing = NULL;
         }
 
-        if (missing) {
-            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                          "\"whatsapp_webhook\" in %V:%ui needs %s",
-                          &conf->webhook.file, conf->webhook.line, missing);
+        if (ngx_http_whatsapp_needs(cf, "whatsapp_webhook", &conf->webhook,
+                                    missing)
+            != NGX_OK)
+        {
             return NGX_CONF_ERROR;
         }
     }
@@ -387,10 +390,9 @@ ngx_http_whatsapp_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
             missing = NULL;
         }
 
-        if (missing) {
-            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                          "\"whatsapp_api\" in %V:%ui needs %s",
-                          &conf->api.file, conf->api.line, missing);
+        if (ngx_http_whatsapp_needs(cf, "whatsapp_api", &conf->api, missing)
+            != NGX_OK)
+        {
             return NGX_CONF_ERROR;
         }
     }
@@ -423,6 +425,22 @@ ngx_http_whatsapp_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     }
 
     return NGX_CONF_OK;
+}
+
+
+/* A directive that cannot work without another: where it is, and what. */
+static ngx_int_t
+ngx_http_whatsapp_needs(ngx_conf_t *cf, const char *directive,
+    ngx_http_whatsapp_conf_at_t *at, const char *missing)
+{
+    if (missing == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_log_error(NGX_LOG_EMERG, cf->log, 0, "\"%s\" in %V:%ui needs %s",
+                  directive, &at->file, at->line, missing);
+
+    return NGX_ERROR;
 }
 
 
@@ -466,10 +484,9 @@ ngx_http_whatsapp_merge_events(ngx_conf_t *cf,
         missing = NULL;
     }
 
-    if (missing) {
-        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "\"whatsapp_events\" in %V:%ui needs %s",
-                      &conf->events.file, conf->events.line, missing);
+    if (ngx_http_whatsapp_needs(cf, "whatsapp_events", &conf->events, missing)
+        != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
 
