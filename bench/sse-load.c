@@ -95,6 +95,8 @@
 #include <openssl/hmac.h>
 #endif
 
+#include "wa_publish.h"
+
 
 #define READ_SIZE      65536          /* one read() per readable socket */
 #define LINE_MAX_LEN   (1 << 20)      /* longest header, SSE line or data */
@@ -102,17 +104,8 @@
 #define STREAM_CAP     "100000"       /* MAXLEN ~ of the stream, as the worker */
 #define EVENT_NAME     "message.new"
 
-/* whatsapp-worker's publish script, verbatim (worker/wa_redis.c) */
-static const char  publish_script[] =
-    "local n = 0\n"
-    "for i = 2, #ARGV, 2 do\n"
-    "  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',\n"
-    "                        'event', ARGV[i], 'data', ARGV[i + 1])\n"
-    "  redis.call('PUBLISH', KEYS[1], id .. ' {\"event\":\"' .. ARGV[i]\n"
-    "                                    .. '\",\"data\":' .. ARGV[i + 1] .. '}')\n"
-    "  n = n + 1\n"
-    "end\n"
-    "return n\n";
+/* whatsapp-worker's publish script (common/wa_publish.h) */
+static const char  publish_script[] = WA_PUBLISH_SCRIPT;
 
 static volatile sig_atomic_t  stop_signal;
 

@@ -8,23 +8,11 @@
 #include <sys/time.h>
 
 #include "wa_log.h"
+#include "wa_publish.h"
 #include "wa_redis.h"
 
 
-/*
- * KEYS[1] = wa:updates (stream and channel), ARGV[1] = cap, then pairs
- * of event name and JSON data.  The stream id becomes the SSE id.
- */
-static const char  wa_publish_script[] =
-    "local n = 0\n"
-    "for i = 2, #ARGV, 2 do\n"
-    "  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',\n"
-    "                        'event', ARGV[i], 'data', ARGV[i + 1])\n"
-    "  redis.call('PUBLISH', KEYS[1], id .. ' {\"event\":\"' .. ARGV[i]\n"
-    "                                    .. '\",\"data\":' .. ARGV[i + 1] .. '}')\n"
-    "  n = n + 1\n"
-    "end\n"
-    "return n\n";
+static const char  wa_publish_script[] = WA_PUBLISH_SCRIPT;
 
 
 static int wa_redis_ok(wa_redis_t *r, redisReply *reply, const char *what);
