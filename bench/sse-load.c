@@ -1194,6 +1194,21 @@ load_command(load_t *l, uint64_t *expect)
     return eof;
 }
 
+/* Every stream open (or failed): said once on stdout, for the script. */
+static int64_t
+load_ready(load_t *l, int64_t start)
+{
+    int64_t  ready_ns;
+
+    ready_ns = mono_ns() - start;
+    printf("READY established=%ld failed=%ld connect_s=%.3f\n",
+           l->streaming, l->failed, (double) ready_ns / 1e9);
+    fflush(stdout);
+
+    return ready_ns;
+}
+
+
 
 /*
  * hold and latency: connect, announce READY, then run until stdin ends
@@ -1221,10 +1236,7 @@ run_subscribers(const opts_t *o, bool latency)
         load_top_up(&l);
 
         if (!told && l.next == o->conns && l.pending == 0) {
-            ready_ns = mono_ns() - start;
-            printf("READY established=%ld failed=%ld connect_s=%.3f\n",
-                   l.streaming, l.failed, (double) ready_ns / 1e9);
-            fflush(stdout);
+            ready_ns = load_ready(&l, start);
             told = true;
         }
 
@@ -2046,10 +2058,7 @@ run_webhook(const opts_t *o)
         load_top_up(&l);
 
         if (!told && l.next == o->conns && l.pending == 0) {
-            ready_ns = mono_ns() - start;
-            printf("READY established=%ld failed=%ld connect_s=%.3f\n",
-                   l.streaming, l.failed, (double) ready_ns / 1e9);
-            fflush(stdout);
+            ready_ns = load_ready(&l, start);
             told = true;
 
             if (pthread_create(&poster.thread, NULL, poster_main, &poster)
