@@ -19,7 +19,7 @@ CFLAGS_TEST := -g -O1 -Wall -Wextra -Werror $(SANITIZE) -Icommon
 DEB_PKGS := nginx nginx-dev libhiredis-dev libyajl-dev libpq-dev \
             libcurl4-openssl-dev libssl-dev redis-server redis-tools \
             postgresql libinih-dev gcc make clang libclang-rt-14-dev curl \
-            wrk perl
+            wrk perl libprotocol-http2-perl
 
 MODULE_SRCS := config $(wildcard ngx_http_whatsapp_module/*.[ch]) \
                $(wildcard common/*.[ch])

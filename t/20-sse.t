@@ -91,64 +91,8 @@ sub last_id {
 # [id, event, data] of what a client got, or of what it should get
 sub got { [ map { [ $_->{id}, $_->{event}, $_->{data} ] } @_ ] }
 
-my @PHONES = qw(p1 p2 p3);
-my $pretty = JSON::PP->new->canonical->pretty;
-
-# An update as the worker writes them: message events name their number,
-# conversation and assignee; conversation.update carries the conversation;
-# template.status has no number.  Some data spans several lines.
-sub random_update {
-    my ($n) = @_;
-    my $type = (qw(message.new message.new message.status message.status
-                   conversation.update template.status))[ int rand 6 ];
-    my $phone = $PHONES[ int rand @PHONES ];
-    my $conv = "conv-$phone-" . (1 + int rand 2);
-    my $assignee = (qw(ag1 ag2 ag3), undef)[ int rand 4 ];
-    my ($data, %route);
-    if ($type eq 'template.status') {
-        $data = { template => "t$n", status => 'APPROVED' };
-    } elsif ($type eq 'conversation.update') {
-        $data = { phone_number_id => $phone,
-                  conversation => { id => $conv, assignee => $assignee,
-                                    n => $n } };
-        %route = (phone => $phone, conversation => $conv,
-                  assignee => $assignee);
-    } else {
-        $data = { phone_number_id => $phone, conversation_id => $conv,
-                  assignee => $assignee,
-                  message => { n => $n, text => "hello $n" } };
-        %route = (phone => $phone, conversation => $conv,
-                  assignee => $assignee);
-    }
-    my $text = $n % 10 == 0 ? $pretty->encode($data)
-             : $n % 15 == 0 ? $pretty->encode($data) =~ s/\n/\r\n/gr
-             : $json->encode($data);
-    return publish($type, $text, %route);
-}
-
-# The rules: a scope of some numbers sees only theirs; an update of no
-# number goes only to who sees every number, unfiltered by number or
-# conversation, and not assigned-only; assigned-only sees only what is
-# assigned to its agent; then the filters.
-sub sees {
-    my ($s, $u) = @_;
-    if ($s->{phones}) {
-        return 0 unless defined $u->{phone}
-                        && grep { $_ eq $u->{phone} } @{ $s->{phones} };
-    } elsif (!defined $u->{phone}) {
-        return 0 if $s->{assigned_only} || defined $s->{phone}
-                    || defined $s->{conversation};
-    }
-    return 0 if $s->{assigned_only}
-                && !(defined $u->{assignee} && $u->{assignee} eq $s->{agent});
-    return 0 if defined $s->{phone}
-                && !(defined $u->{phone} && $u->{phone} eq $s->{phone});
-    return 0 if defined $s->{conversation}
-                && !(defined $u->{conversation}
-                     && $u->{conversation} eq $s->{conversation});
-    return 0 if $s->{events} && !grep { $_ eq $u->{event} } @{ $s->{events} };
-    return 1;
-}
+# an update as the worker writes them (see WaTest::Sse::random_update)
+sub random_update { WaTest::Sse::random_update($_[0], \&publish) }
 
 srand 20;
 
@@ -494,25 +438,7 @@ my @specs = (
       query => { conversation_id => 'conv-p2-1' } },
 );
 
-# what the rules need to know of each
-for my $s (@specs) {
-    my $cl = $s->{claims};
-    if ($cl) {
-        $s->{agent} = $cl->{sub} // 'ag1';
-        $s->{phones} = ref $cl->{phone_number_ids}
-                     ? $cl->{phone_number_ids} : undef;
-        $s->{assigned_only} = $cl->{assigned_only} ? 1 : 0;
-    } else {
-        $s->{agent} = $s->{hdr}{'X-Agent'};
-        $s->{phones} = $s->{hdr}{'X-Phones'} eq '*' ? undef
-                     : [ split /[, ]+/, $s->{hdr}{'X-Phones'} ];
-        $s->{assigned_only} = ($s->{hdr}{'X-Assigned'} // '') eq 'yes';
-    }
-    my $q = $s->{query} // {};
-    $s->{phone} = $q->{phone_number_id};
-    $s->{conversation} = $q->{conversation_id};
-    $s->{events} = [ split /,/, $q->{events} ] if $q->{events};
-}
+WaTest::Sse::learn($_) for @specs;     # what the rules need of each
 
 # connect(spec, worker pid, extra headers, extra query) -> client
 sub connect_spec {
@@ -561,7 +487,8 @@ sub connect_spec {
         my ($upto) = @_;
         return sub {
             for my $i (0 .. $#specs) {
-                my $want = grep { sees($specs[$i], $_) } @$upto;
+                my $want = grep { WaTest::Sse::sees($specs[$i], $_) }
+                           @$upto;
                 my $have = map { $_->frames } @{ $clients[$i] };
                 return 0 if $have < $want;
             }
@@ -575,7 +502,8 @@ sub connect_spec {
     # phase B: a third of the clients are away while it is published
     my @away;
     for my $i (0 .. $#specs) {
-        push @away, $i if $i % 3 == 2 && grep { sees($specs[$i], $_) } @a;
+        push @away, $i
+            if $i % 3 == 2 && grep { WaTest::Sse::sees($specs[$i], $_) } @a;
     }
     my %last;
     for my $i (@away) {
@@ -615,7 +543,7 @@ sub connect_spec {
     WaTest::Sse::wait_all(\@open, sub { 0 }, 0.5);     # anything extra
 
     for my $i (0 .. $#specs) {
-        my @want = grep { sees($specs[$i], $_) } @abc;
+        my @want = grep { WaTest::Sse::sees($specs[$i], $_) } @abc;
         my @have = map { $_->frames } @{ $clients[$i] };
         my $how = @{ $clients[$i] } > 1 ? ', across a reconnect' : '';
         is_deeply(got(@have), got(@want),
@@ -623,9 +551,9 @@ sub connect_spec {
                   . " updates, in order$how");
     }
     my $total = 0;
-    for my $s (@specs) { $total += grep { sees($s, $_) } @abc }
+    for my $s (@specs) { $total += grep { WaTest::Sse::sees($s, $_) } @abc }
     my ($p9) = grep { $_->{name} =~ /p9/ } @specs;
-    ok($total > 600 && !grep({ sees($p9, $_) } @abc),
+    ok($total > 600 && !grep({ WaTest::Sse::sees($p9, $_) } @abc),
        "the scopes differ ($total updates delivered in all)");
     is(metric('whatsapp_sse_replays_total') - $replays0, scalar @away,
        'each reconnect was a replay');

@@ -19,6 +19,7 @@ use warnings;
 use Errno qw(EAGAIN EWOULDBLOCK);
 use IO::Select;
 use IO::Socket::INET;
+use JSON::PP;
 use Socket qw(IPPROTO_TCP PF_INET SOCK_STREAM SOL_SOCKET SO_RCVBUF
               inet_aton pack_sockaddr_in);
 use Time::HiRes qw(time);
@@ -58,11 +59,42 @@ sub open {
         die "send to $port: $!" unless defined $n;
         substr($req, 0, $n) = '';
     }
-    return bless { sock => $s, port => $port, path => $path,
-                   method => $method, in => '', body => '', text => '',
-                   frames => [], comments => [], status => undef,
+    return $class->fed($path, method => $method, sock => $s, port => $port);
+}
+
+
+# fed($path, method => ..., sock => ..., port => ...): a client with no
+# bytes yet.  Without a sock, its bytes come from elsewhere: head() and
+# take() feed one stream of an HTTP/2 connection (WaTest::SseH2).
+sub fed {
+    my ($class, $path, %o) = @_;
+    return bless { sock => $o{sock}, port => $o{port}, path => $path,
+                   method => $o{method} // 'GET', in => '', body => '',
+                   text => '', frames => [], comments => [], status => undef,
                    headers => undef, chunked => 0, left => undef,
                    ended => 0, eof => 0, t0 => time }, $class;
+}
+
+
+# head(name => value, ...): a response head as HTTP/2 gives it
+sub head {
+    my ($self, @fields) = @_;
+    my %h;
+    while (my ($k, $v) = splice @fields, 0, 2) {
+        $h{ lc $k } = exists $h{ lc $k } ? "$h{ lc $k }, $v" : $v;
+    }
+    $self->{status} = delete $h{':status'};
+    $self->{headers} = \%h;
+}
+
+
+# take($bytes): body bytes, cut into frames and comments for a stream
+sub take {
+    my ($self, $got) = @_;
+    $self->{body} .= $got;
+    $self->{text} .= $got;
+    $self->parse_events if ($self->{headers}{'content-type'} // '')
+                           =~ m{^text/event-stream};
 }
 
 
@@ -232,10 +264,7 @@ sub feed {
         $self->{in} = '';
     }
 
-    $self->{body} .= $got;
-    $self->{text} .= $got;
-    $self->parse_events if ($self->{headers}{'content-type'} // '')
-                           =~ m{^text/event-stream};
+    $self->take($got);
 }
 
 
@@ -325,6 +354,94 @@ sub wait_all {
             $by{ fileno $s }->read_now;
         }
     }
+}
+
+
+# --- updates as the worker writes them, and who must get each ----------
+
+my @PHONES = qw(p1 p2 p3);
+my $JSON = JSON::PP->new->canonical;
+my $PRETTY = JSON::PP->new->canonical->pretty;
+
+# random_update($n, $publish): an update as the worker writes them, given
+# to $publish->(event, data text, %route) whose answer it returns.
+# Message events name their number, conversation and assignee;
+# conversation.update carries the conversation; template.status has no
+# number.  Some data spans several lines (LF or CRLF).
+sub random_update {
+    my ($n, $publish) = @_;
+    my $type = (qw(message.new message.new message.status message.status
+                   conversation.update template.status))[ int rand 6 ];
+    my $phone = $PHONES[ int rand @PHONES ];
+    my $conv = "conv-$phone-" . (1 + int rand 2);
+    my $assignee = (qw(ag1 ag2 ag3), undef)[ int rand 4 ];
+    my ($data, %route);
+    if ($type eq 'template.status') {
+        $data = { template => "t$n", status => 'APPROVED' };
+    } elsif ($type eq 'conversation.update') {
+        $data = { phone_number_id => $phone,
+                  conversation => { id => $conv, assignee => $assignee,
+                                    n => $n } };
+        %route = (phone => $phone, conversation => $conv,
+                  assignee => $assignee);
+    } else {
+        $data = { phone_number_id => $phone, conversation_id => $conv,
+                  assignee => $assignee,
+                  message => { n => $n, text => "hello $n" } };
+        %route = (phone => $phone, conversation => $conv,
+                  assignee => $assignee);
+    }
+    my $text = $n % 10 == 0 ? $PRETTY->encode($data)
+             : $n % 15 == 0 ? $PRETTY->encode($data) =~ s/\n/\r\n/gr
+             : $JSON->encode($data);
+    return $publish->($type, $text, %route);
+}
+
+# learn($spec): what sees() needs of a client's spec, from its JWT
+# claims ({claims}) or its scope headers ({hdr}: X-Agent, X-Phones,
+# X-Assigned), and its query ({query}).
+sub learn {
+    my ($s) = @_;
+    my $cl = $s->{claims};
+    if ($cl) {
+        $s->{agent} = $cl->{sub} // 'ag1';
+        $s->{phones} = ref $cl->{phone_number_ids}
+                     ? $cl->{phone_number_ids} : undef;
+        $s->{assigned_only} = $cl->{assigned_only} ? 1 : 0;
+    } else {
+        $s->{agent} = $s->{hdr}{'X-Agent'};
+        $s->{phones} = $s->{hdr}{'X-Phones'} eq '*' ? undef
+                     : [ split /[, ]+/, $s->{hdr}{'X-Phones'} ];
+        $s->{assigned_only} = ($s->{hdr}{'X-Assigned'} // '') eq 'yes';
+    }
+    my $q = $s->{query} // {};
+    $s->{phone} = $q->{phone_number_id};
+    $s->{conversation} = $q->{conversation_id};
+    $s->{events} = [ split /,/, $q->{events} ] if $q->{events};
+}
+
+# sees($spec, $update): the rules.  A scope of some numbers sees only
+# theirs; an update of no number goes only to who sees every number,
+# unfiltered by number or conversation, and not assigned-only;
+# assigned-only sees only what is assigned to its agent; then the filters.
+sub sees {
+    my ($s, $u) = @_;
+    if ($s->{phones}) {
+        return 0 unless defined $u->{phone}
+                        && grep { $_ eq $u->{phone} } @{ $s->{phones} };
+    } elsif (!defined $u->{phone}) {
+        return 0 if $s->{assigned_only} || defined $s->{phone}
+                    || defined $s->{conversation};
+    }
+    return 0 if $s->{assigned_only}
+                && !(defined $u->{assignee} && $u->{assignee} eq $s->{agent});
+    return 0 if defined $s->{phone}
+                && !(defined $u->{phone} && $u->{phone} eq $s->{phone});
+    return 0 if defined $s->{conversation}
+                && !(defined $u->{conversation}
+                     && $u->{conversation} eq $s->{conversation});
+    return 0 if $s->{events} && !grep { $_ eq $u->{event} } @{ $s->{events} };
+    return 1;
 }
 
 
