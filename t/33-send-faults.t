@@ -170,5 +170,33 @@ ok(wait_until(sub {
     or diag($pg->query("SELECT status, count(*) FROM messages WHERE "
                        . "content->>'to' LIKE '+4941%' GROUP BY 1"));
 
+# --- the API's message.new goes out before its send's events ----------------
+# The API writes message.new to update_outbox and wakes the ingest loop,
+# which publishes it; the sender's answer could overtake it.  Here the
+# ingest loop is never woken (this worker reads other keys, and claims
+# nothing for ten minutes): the sender publishes the API's row itself,
+# ahead of the events of the send.
+
+my $w = $t->worker;
+$w->stop;
+$w->{env}{WA_REDIS_PREFIX} = 'x:';
+$w->{env}{WA_WORKER_CLAIM_IDLE_MS} = 600000;
+$w->{env}{WA_SENDER_SWEEP_MS} = 300;
+$w->start;
+sleep 1;                    # past its start, where it publishes what is left
+$id = $t->send(template('+4940000090'))->{doc}{id};
+my $events_of = sub {
+    my $entries = $t->redis->cmd('XRANGE', 'x:updates', '-', '+');
+    return [ map { my %f = @{ $_->[1] }; $f{event} }
+             grep { my %f = @{ $_->[1] }; ($f{data} // '') =~ /\Q$id\E/ }
+             @$entries ];
+};
+ok(wait_until(sub { grep { $_ eq 'message.status' } @{ $events_of->() } },
+              10), 'the message is sent (its sweep found it)')
+    or diag($w->log);
+is($events_of->()[0], 'message.new',
+   '... and its message.new was published first, by the sender')
+    or diag(explain $events_of->());
+
 $t->stop;
 done_testing;

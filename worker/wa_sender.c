@@ -162,6 +162,7 @@ static void wa_sender_retry(wa_sender_t *s, wa_job_t *job,
 static void wa_sender_outcome(wa_sender_t *s, wa_outcome_e kind,
     const char *key, int code, const char *text);
 static void wa_sender_record(wa_sender_t *s);
+static void wa_sender_adopt(wa_sender_t *s);
 static void wa_sender_publish(wa_sender_t *s, PGresult *res);
 static void wa_sender_forget(wa_sender_t *s, wa_job_t *job);
 static void wa_sender_free(wa_sender_t *s);
@@ -1329,6 +1330,8 @@ wa_sender_record(wa_sender_t *s)
         return;
     }
 
+    wa_sender_adopt(s);
+
     values[0] = s->owner;
     values[1] = json;
 
@@ -1356,26 +1359,89 @@ wa_sender_record(wa_sender_t *s)
 }
 
 
-/* An outbox row (outbox_id, events) published, then deleted; cleared. */
+/*
+ * The API's outbox rows not published yet, published first: the message.new
+ * of a message the API stored is in such a row, and the ingest loop's
+ * sweep (another thread) may not have got to it, while the events of its
+ * send must never be ahead of it.  A row that sweep is publishing is
+ * locked: the UPDATE waits for it, and finds it gone.  Not taken (an
+ * error): the sweep publishes them, perhaps after ours.
+ */
+static void
+wa_sender_adopt(wa_sender_t *s)
+{
+    char            err[512];
+    PGresult       *res;
+    const char     *values[1];
+
+    values[0] = s->owner;
+
+    if (wa_db_call(&s->db, "outbox",
+                   "WITH taken AS (UPDATE update_outbox SET owner = $1"
+                   "               WHERE owner IS NULL RETURNING id, events)"
+                   " SELECT id, events FROM taken ORDER BY id",
+                   1, values, NULL, NULL, &res, err, sizeof(err))
+        != WA_DB_OK)
+    {
+        wa_log_warn("sender: %s", err);
+        return;
+    }
+
+    wa_sender_publish(s, res);
+}
+
+
+/*
+ * Outbox rows (outbox_id, events) published in their order, then
+ * deleted; the result is cleared.  Rows not published stay for a sweep.
+ */
 static void
 wa_sender_publish(wa_sender_t *s, PGresult *res)
 {
-    char         ids[32];
-    const char  *events;
+    int           i, n, rows;
+    char         *ids, *p;
+    const char  **events;
 
-    if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 1)) {
-        events = PQgetvalue(res, 0, 1);
+    rows = PQntuples(res);
+    events = malloc((rows + 1) * sizeof(char *));
+    ids = malloc(rows * 21 + 3);
 
-        if (wa_redis_publish_lines(&s->redis, 1, &events) < 0) {
-            /* the ingest loop's sweep publishes it (another owner's) */
-            wa_log_warn("sender: publishing deferred");
-
-        } else {
-            snprintf(ids, sizeof(ids), "{%s}", PQgetvalue(res, 0, 0));
-            (void) wa_db_outbox_delete(&s->db, ids);
-        }
+    if (events == NULL || ids == NULL) {
+        wa_log_warn("sender: out of memory, publishing deferred");
+        goto done;
     }
 
+    p = ids;
+    *p++ = '{';
+
+    for (i = 0, n = 0; i < rows; i++) {
+        if (PQgetisnull(res, i, 0) || PQgetisnull(res, i, 1)) {
+            continue;
+        }
+
+        events[n] = PQgetvalue(res, i, 1);
+        p += sprintf(p, "%s%s", n ? "," : "", PQgetvalue(res, i, 0));
+        n++;
+    }
+
+    strcpy(p, "}");
+
+    if (n == 0) {
+        goto done;
+    }
+
+    if (wa_redis_publish_lines(&s->redis, n, events) < 0) {
+        /* the ingest loop's sweep publishes them (another owner's) */
+        wa_log_warn("sender: publishing deferred");
+
+    } else {
+        (void) wa_db_outbox_delete(&s->db, ids);
+    }
+
+done:
+
+    free(events);
+    free(ids);
     PQclear(res);
 }
 
