@@ -7,6 +7,7 @@
  * and count Unicode code points, as WhatsApp counts characters.
  */
 
+#include <limits.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -57,6 +58,11 @@ static const char *const  wa_send_prechecked[] = {
 
 /* an interactive list has at most 10 rows in all its sections */
 #define WA_SEND_ROWS_MAX       10
+
+/* a carousel has up to 10 cards, at card_index 0 to 9; a card has its
+ * header, maybe a body and up to 2 buttons */
+#define WA_SEND_CARDS_MAX      10
+#define WA_SEND_CARD_PARTS     4
 
 #define WA_SEND_ANY            SIZE_MAX
 
@@ -128,7 +134,10 @@ enum {
 enum {
     WA_SEND_COMPONENT_HEADER = 0,
     WA_SEND_COMPONENT_BODY,
-    WA_SEND_COMPONENT_BUTTON
+    WA_SEND_COMPONENT_BUTTON,
+    WA_SEND_COMPONENT_CAROUSEL,
+    WA_SEND_COMPONENT_LTO,
+    WA_SEND_COMPONENTS
 };
 
 enum {
@@ -141,8 +150,32 @@ enum {
     WA_SEND_PARAM_LOCATION,
     WA_SEND_PARAM_PAYLOAD,
     WA_SEND_PARAM_COUPON_CODE,
-    WA_SEND_PARAM_ACTION
+    WA_SEND_PARAM_ACTION,
+    WA_SEND_PARAM_LTO
 };
+
+
+/*
+ * Where template components are: the template, or a carousel card.  The
+ * types and sub_types a card allows are the first of the template's, so
+ * that an index means the same in both.
+ */
+typedef struct {
+    const char *const  *types;       /* component types */
+    const char *const  *sub_types;   /* button sub_types */
+    const char         *where;       /* "" or " of a carousel card" */
+    unsigned            params[WA_SEND_COMPONENTS];   /* the parameter
+                                                         types each
+                                                         component type
+                                                         takes, by bit */
+} wa_send_components_t;
+
+
+/* the parameters of a component: its type, and where it is */
+typedef struct {
+    int                          component;
+    const wa_send_components_t  *in;
+} wa_send_params_t;
 
 
 static int wa_send_parse(wa_send_ctx_t *ctx, const unsigned char *body,
@@ -188,12 +221,16 @@ static int wa_send_language_code(const char *s);
 static int wa_send_component(wa_send_ctx_t *ctx, yajl_val v,
     const void *arg);
 static int wa_send_button_index(wa_send_ctx_t *ctx, yajl_val obj);
+static int wa_send_carousel(wa_send_ctx_t *ctx, yajl_val v);
+static int wa_send_card(wa_send_ctx_t *ctx, yajl_val v, const void *arg);
+static int wa_send_card_header(wa_send_ctx_t *ctx, yajl_val components);
 static int wa_send_parameter(wa_send_ctx_t *ctx, yajl_val v,
     const void *arg);
 static int wa_send_currency(wa_send_ctx_t *ctx, yajl_val v,
     const void *arg);
 static int wa_send_date_time(wa_send_ctx_t *ctx, yajl_val v,
     const void *arg);
+static int wa_send_lto(wa_send_ctx_t *ctx, yajl_val v, const void *arg);
 
 static int wa_send_interactive(wa_send_ctx_t *ctx, yajl_val v,
     const void *arg);
@@ -232,6 +269,8 @@ static int wa_send_items(wa_send_ctx_t *ctx, yajl_val v, int nonempty,
 static int wa_send_string(wa_send_ctx_t *ctx, yajl_val obj,
     const char *name, int required, int nonempty, size_t max,
     const char **value);
+static int wa_send_integer(wa_send_ctx_t *ctx, yajl_val obj,
+    const char *name, long long min, long long max, const char *why);
 static int wa_send_bool(wa_send_ctx_t *ctx, yajl_val obj, const char *name);
 static int wa_send_enum(wa_send_ctx_t *ctx, yajl_val obj, const char *name,
     int required, const char *const *values, int nocase, int *index);
@@ -323,7 +362,7 @@ static const char *const  wa_send_address_names[] = {
 
 /* matched without regard to case: Meta's examples use both */
 static const char *const  wa_send_component_types[] = {
-    "header", "body", "button", NULL
+    "header", "body", "button", "carousel", "limited_time_offer", NULL
 };
 static const char *const  wa_send_button_sub_types[] = {
     "quick_reply", "url", "copy_code", "flow", "catalog", "mpm",
@@ -331,20 +370,51 @@ static const char *const  wa_send_button_sub_types[] = {
 };
 static const char *const  wa_send_param_types[] = {
     "text", "currency", "date_time", "image", "video", "document",
-    "location", "payload", "coupon_code", "action", NULL
+    "location", "payload", "coupon_code", "action", "limited_time_offer",
+    NULL
 };
 
-/* the parameter types each component type takes, by bit */
-static const unsigned  wa_send_param_allowed[] = {
-    (1u << WA_SEND_PARAM_TEXT) | (1u << WA_SEND_PARAM_IMAGE)
-    | (1u << WA_SEND_PARAM_VIDEO) | (1u << WA_SEND_PARAM_DOCUMENT)
-    | (1u << WA_SEND_PARAM_LOCATION),
+/* no carousel in a card; its phone number buttons take no parameters */
+static const char *const  wa_send_card_types[] = {
+    "header", "body", "button", NULL
+};
+static const char *const  wa_send_card_sub_types[] = {
+    "quick_reply", "url", NULL
+};
 
-    (1u << WA_SEND_PARAM_TEXT) | (1u << WA_SEND_PARAM_CURRENCY)
-    | (1u << WA_SEND_PARAM_DATE_TIME),
+/* what a body takes, in the template as in a card */
+#define WA_SEND_BODY_PARAMS                                                 \
+    ((1u << WA_SEND_PARAM_TEXT) | (1u << WA_SEND_PARAM_CURRENCY)           \
+     | (1u << WA_SEND_PARAM_DATE_TIME))
 
-    (1u << WA_SEND_PARAM_TEXT) | (1u << WA_SEND_PARAM_PAYLOAD)
-    | (1u << WA_SEND_PARAM_COUPON_CODE) | (1u << WA_SEND_PARAM_ACTION)
+static const wa_send_components_t  wa_send_in_template = {
+    wa_send_component_types, wa_send_button_sub_types, "", {
+        (1u << WA_SEND_PARAM_TEXT) | (1u << WA_SEND_PARAM_IMAGE)
+        | (1u << WA_SEND_PARAM_VIDEO) | (1u << WA_SEND_PARAM_DOCUMENT)
+        | (1u << WA_SEND_PARAM_LOCATION),
+
+        WA_SEND_BODY_PARAMS,
+
+        (1u << WA_SEND_PARAM_TEXT) | (1u << WA_SEND_PARAM_PAYLOAD)
+        | (1u << WA_SEND_PARAM_COUPON_CODE) | (1u << WA_SEND_PARAM_ACTION),
+
+        0,                              /* a carousel's are in its cards */
+
+        1u << WA_SEND_PARAM_LTO
+    }
+};
+
+/* a card's header is its image or video; buttons: a payload, a URL's end */
+static const wa_send_components_t  wa_send_in_card = {
+    wa_send_card_types, wa_send_card_sub_types, " of a carousel card", {
+        (1u << WA_SEND_PARAM_IMAGE) | (1u << WA_SEND_PARAM_VIDEO),
+
+        WA_SEND_BODY_PARAMS,
+
+        (1u << WA_SEND_PARAM_TEXT) | (1u << WA_SEND_PARAM_PAYLOAD),
+
+        0, 0
+    }
 };
 
 static const char *const  wa_send_interactive_names[] = {
@@ -1320,7 +1390,7 @@ wa_send_template(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
         || wa_send_string(ctx, v, "name", 1, 1, 512, NULL) != 0
         || wa_send_member(ctx, v, "language", 1, wa_send_language, NULL) != 0
         || wa_send_array(ctx, v, "components", 0, WA_SEND_ANY,
-                         wa_send_component, NULL) != 0)
+                         wa_send_component, &wa_send_in_template) != 0)
     {
         return -1;
     }
@@ -1390,26 +1460,28 @@ wa_send_language_code(const char *s)
 }
 
 
+/* arg: a wa_send_components_t, where the component is */
 static int
 wa_send_component(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
 {
-    int  type, unused;
+    int               unused, lto;
+    wa_send_params_t  params;
 
     static const char *const  names[] = {
-        "type", "sub_type", "index", "parameters", NULL
+        "type", "sub_type", "index", "parameters", "cards", NULL
     };
 
-    (void) arg;
+    params.in = arg;
 
     if (wa_send_object(ctx, v, names) != 0
-        || wa_send_enum(ctx, v, "type", 1, wa_send_component_types, 1, &type)
-           != 0)
+        || wa_send_enum(ctx, v, "type", 1, params.in->types, 1,
+                        &params.component) != 0)
     {
         return -1;
     }
 
-    if (type == WA_SEND_COMPONENT_BUTTON) {
-        if (wa_send_enum(ctx, v, "sub_type", 1, wa_send_button_sub_types, 1,
+    if (params.component == WA_SEND_COMPONENT_BUTTON) {
+        if (wa_send_enum(ctx, v, "sub_type", 1, params.in->sub_types, 1,
                          &unused) != 0
             || wa_send_button_index(ctx, v) != 0)
         {
@@ -1424,8 +1496,20 @@ wa_send_component(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
         return wa_send_error(ctx, "index", "is only for button components");
     }
 
-    return wa_send_array(ctx, v, "parameters", 0, WA_SEND_ANY,
-                         wa_send_parameter, &type);
+    if (params.component == WA_SEND_COMPONENT_CAROUSEL) {
+        return wa_send_carousel(ctx, v);
+    }
+
+    if (wa_json_get(v, "cards") != NULL) {
+        return wa_send_error(ctx, "cards", "is only for carousel "
+                             "components");
+    }
+
+    /* a limited-time offer component is there for its expiration */
+    lto = (params.component == WA_SEND_COMPONENT_LTO);
+
+    return wa_send_array(ctx, v, "parameters", lto, lto ? 1 : WA_SEND_ANY,
+                         wa_send_parameter, &params);
 }
 
 
@@ -1461,14 +1545,116 @@ wa_send_button_index(wa_send_ctx_t *ctx, yajl_val obj)
 }
 
 
-/* arg: the component type, which limits the parameter types */
+/*
+ * A media card carousel: up to 10 cards, each with its own components and
+ * at its own card_index; the carousel itself has no parameters.
+ */
+static int
+wa_send_carousel(wa_send_ctx_t *ctx, yajl_val v)
+{
+    size_t    i;
+    unsigned  seen, bit;
+    yajl_val  cards;
+
+    if (wa_json_get(v, "parameters") != NULL) {
+        return wa_send_error(ctx, "parameters", "is not allowed in a "
+                             "carousel component: its cards have theirs");
+    }
+
+    if (wa_send_array(ctx, v, "cards", 1, WA_SEND_CARDS_MAX, wa_send_card,
+                      NULL) != 0)
+    {
+        return -1;
+    }
+
+    cards = wa_json_get(v, "cards");
+    seen = 0;
+
+    for (i = 0; i < cards->u.array.len; i++) {
+        bit = 1u << YAJL_GET_INTEGER(wa_json_get(cards->u.array.values[i],
+                                                 "card_index"));
+
+        if (seen & bit) {
+            wa_send_push(ctx, "cards");
+            wa_send_push_index(ctx, i);
+
+            return wa_send_error(ctx, "card_index", "is the same as another "
+                                 "card's");
+        }
+
+        seen |= bit;
+    }
+
+    return 0;
+}
+
+
+static int
+wa_send_card(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
+{
+    static const char *const  names[] = { "card_index", "components", NULL };
+
+    (void) arg;
+
+    if (wa_send_object(ctx, v, names) != 0
+        || wa_send_integer(ctx, v, "card_index", 0, WA_SEND_CARDS_MAX - 1,
+                           "must be an integer from 0 to 9") != 0
+        || wa_send_array(ctx, v, "components", 1, WA_SEND_CARD_PARTS,
+                         wa_send_component, &wa_send_in_card) != 0)
+    {
+        return -1;
+    }
+
+    return wa_send_card_header(ctx, wa_json_get(v, "components"));
+}
+
+
+/* Meta requires the header of every card: its one image or video */
+static int
+wa_send_card_header(wa_send_ctx_t *ctx, yajl_val components)
+{
+    size_t    i;
+    yajl_val  component, params;
+
+    for (i = 0; i < components->u.array.len; i++) {
+        component = components->u.array.values[i];
+
+        if (strcasecmp(wa_json_get(component, "type")->u.string, "header")
+            != 0)
+        {
+            continue;
+        }
+
+        params = wa_json_get(component, "parameters");
+
+        if (params != NULL && params->u.array.len == 1) {
+            return 0;
+        }
+
+        wa_send_push(ctx, "components");
+        wa_send_push_index(ctx, i);
+
+        return wa_send_error(ctx, "parameters", "must be one image or "
+                             "video: Meta requires the header of every "
+                             "card");
+    }
+
+    return wa_send_error(ctx, "components", "needs a header with the "
+                         "card's image or video: Meta requires one in "
+                         "every card");
+}
+
+
+/* arg: a wa_send_params_t, whose component limits the parameter types */
 static int
 wa_send_parameter(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
 {
-    int          component, type;
-    const char  *names[4];
+    int                      component, type;
+    const char              *names[4];
+    const wa_send_params_t  *params;
 
-    component = *(const int *) arg;
+    params = arg;
+    component = params->component;
 
     if (!YAJL_IS_OBJECT(v)) {
         return wa_send_error(ctx, NULL, "must be an object");
@@ -1480,9 +1666,11 @@ wa_send_parameter(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
         return -1;
     }
 
-    if (!(wa_send_param_allowed[component] & (1u << type))) {
-        return wa_send_error(ctx, "type", "is not allowed in a %s component",
-                             wa_send_component_types[component]);
+    if (!(params->in->params[component] & (1u << type))) {
+        return wa_send_error(ctx, "type", "is not allowed in a %s "
+                             "component%s",
+                             wa_send_component_types[component],
+                             params->in->where);
     }
 
     names[0] = "type";
@@ -1529,6 +1717,10 @@ wa_send_parameter(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
     case WA_SEND_PARAM_COUPON_CODE:
         return wa_send_string(ctx, v, "coupon_code", 1, 1, 15, NULL);
 
+    case WA_SEND_PARAM_LTO:
+        return wa_send_member(ctx, v, "limited_time_offer", 1, wa_send_lto,
+                              NULL);
+
     default: /* WA_SEND_PARAM_ACTION: flow, catalog or mpm data */
         return wa_send_member(ctx, v, "action", 1, wa_send_any_object, NULL);
     }
@@ -1538,7 +1730,6 @@ wa_send_parameter(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
 static int
 wa_send_currency(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
 {
-    yajl_val     amount;
     const char  *code;
 
     static const char *const  names[] = {
@@ -1561,18 +1752,8 @@ wa_send_currency(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
                              "code such as USD");
     }
 
-    amount = wa_json_get(v, "amount_1000");
-
-    if (amount == NULL) {
-        return wa_send_error(ctx, "amount_1000", "is required");
-    }
-
-    if (!YAJL_IS_INTEGER(amount)) {
-        return wa_send_error(ctx, "amount_1000", "must be an integer: the "
-                             "amount times 1000");
-    }
-
-    return 0;
+    return wa_send_integer(ctx, v, "amount_1000", LLONG_MIN, LLONG_MAX,
+                           "must be an integer: the amount times 1000");
 }
 
 
@@ -1586,6 +1767,26 @@ wa_send_date_time(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
     if (wa_send_object(ctx, v, names) != 0
         || wa_send_string(ctx, v, "fallback_value", 1, 1, WA_SEND_ANY, NULL)
            != 0)
+    {
+        return -1;
+    }
+
+    return 0;
+}
+
+
+/* the end of a limited-time offer, which the message counts down to */
+static int
+wa_send_lto(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
+{
+    static const char *const  names[] = { "expiration_time_ms", NULL };
+
+    (void) arg;
+
+    if (wa_send_object(ctx, v, names) != 0
+        || wa_send_integer(ctx, v, "expiration_time_ms", 1, LLONG_MAX,
+                           "must be a positive integer: the offer's end as "
+                           "Unix time in milliseconds") != 0)
     {
         return -1;
     }
@@ -2181,7 +2382,8 @@ wa_send_items(wa_send_ctx_t *ctx, yajl_val v, int nonempty, size_t max,
     }
 
     if (v->u.array.len > max) {
-        return wa_send_error(ctx, NULL, "has more than %zu items", max);
+        return wa_send_error(ctx, NULL, "has more than %zu item%s", max,
+                             (max == 1) ? "" : "s");
     }
 
     for (i = 0; i < v->u.array.len; i++) {
@@ -2232,6 +2434,29 @@ wa_send_string(wa_send_ctx_t *ctx, yajl_val obj, const char *name,
 
     if (value != NULL) {
         *value = v->u.string;
+    }
+
+    return 0;
+}
+
+
+/* A required integer from min to max; why says what it must be. */
+static int
+wa_send_integer(wa_send_ctx_t *ctx, yajl_val obj, const char *name,
+    long long min, long long max, const char *why)
+{
+    yajl_val  v;
+
+    v = wa_json_get(obj, name);
+
+    if (v == NULL) {
+        return wa_send_error(ctx, name, "is required");
+    }
+
+    if (!YAJL_IS_INTEGER(v) || YAJL_GET_INTEGER(v) < min
+        || YAJL_GET_INTEGER(v) > max)
+    {
+        return wa_send_error(ctx, name, "%s", why);
     }
 
     return 0;

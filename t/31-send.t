@@ -22,6 +22,22 @@ my $pg = $t->pg;
 
 # --- every message type, end to end ----------------------------------------
 
+# a media card carousel's card: its image, a body, a quick reply and a URL
+# (card_index a number, as Meta documents it)
+sub card {
+    my ($i) = @_;
+    return { card_index => 0 + $i,
+             components => [
+                 { type => 'header', parameters => [
+                     { type => 'image', image => { id => "155808153158482$i" } } ] },
+                 { type => 'body', parameters => [
+                     { type => 'text', text => "${i}0OFF" } ] },
+                 { type => 'button', sub_type => 'quick_reply', index => '0',
+                   parameters => [ { type => 'payload', payload => "more-$i" } ] },
+                 { type => 'button', sub_type => 'url', index => 1,
+                   parameters => [ { type => 'text', text => "item/$i" } ] } ] };
+}
+
 my $wamid_in = 'wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA=';
 my %types = (
     text => { type => 'text',
@@ -76,6 +92,34 @@ my %types = (
                           { type => 'button', sub_type => 'quick_reply',
                             index => '0', parameters => [
                               { type => 'payload', payload => 'YES' } ] } ] } },
+    # a media card carousel, its cards in the order sent
+    carousel => { type => 'template',
+                  template => {
+                      name => 'summer_succulents',
+                      language => { code => 'en_US' },
+                      components => [
+                          { type => 'body', parameters => [
+                              { type => 'text', text => 'Pablo' } ] },
+                          { type => 'carousel',
+                            cards => [ card(1), card(0) ] } ] } },
+    offer => { type => 'template',
+               template => {
+                   name => 'limited_time_offer_caribbean_pkg_2023',
+                   language => { code => 'en_US' },
+                   components => [
+                       { type => 'header', parameters => [
+                           { type => 'image', image => { id => '1602186516975000' } } ] },
+                       { type => 'body', parameters => [
+                           { type => 'text', text => 'Pablo' },
+                           { type => 'text', text => 'CARIBE25' } ] },
+                       { type => 'limited_time_offer', parameters => [
+                           { type => 'limited_time_offer',
+                             limited_time_offer => { expiration_time_ms => 1708804800000 } } ] },
+                       { type => 'button', sub_type => 'copy_code', index => 0,
+                         parameters => [ { type => 'coupon_code',
+                                           coupon_code => 'CARIBE25' } ] },
+                       { type => 'button', sub_type => 'url', index => 1,
+                         parameters => [ { type => 'text', text => 'n3mtql' } ] } ] } },
     buttons => { type => 'interactive',
                  interactive => {
                      type => 'button', body => { text => 'Change the date?' },
@@ -140,6 +184,16 @@ for my $name (sort keys %types) {
     is($agent, 'ag1', "$name: the agent who sent it");
 }
 
+# Meta's integers stay JSON numbers on the way (fresh copies: comparing
+# them as strings above may have made them strings)
+my $canonical = JSON::PP->new->canonical;
+like($canonical->encode($t->received($id{carousel})->[0]{body}{template}),
+     qr/"cards":\[\{"card_index":1,.*\{"card_index":0,/,
+     'carousel: each card_index a number');
+like($canonical->encode($t->received($id{offer})->[0]{body}{template}),
+     qr/\{"expiration_time_ms":1708804800000\}/,
+     'offer: expiration_time_ms a number');
+
 # events: message.new queued (no wamid yet), then accepted, sent,
 # delivered, read, in that order, all with our id
 # (Meta's own statuses name the wamid, which the accepted event tells)
@@ -190,6 +244,11 @@ my @bad = (
     [ { to => $TO, type => 'text', text => { body => 'x' },
         biz_opaque_callback_data => 'mine' },
       qr/biz_opaque_callback_data/ ],
+    [ { to => $TO, type => 'template',
+        template => { name => 'summer_succulents', language => { code => 'en' },
+                      components => [ { type => 'carousel',
+                                        cards => [ card(3), card(3) ] } ] } },
+      qr/^template\.components\[0\]\.cards\[1\]\.card_index is the same/ ],
 );
 for my $case (@bad) {
     my $res = $t->send($case->[0]);

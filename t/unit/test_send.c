@@ -38,6 +38,31 @@
     B("\"type\":\"template\",\"template\":{\"name\":\"hello\","           \
       "\"language\":{\"code\":\"en_US\"},\"components\":[" components "]}")
 
+/* a carousel card at index i: its image, a quick reply */
+#define CARD(i)                                                           \
+    "{\"card_index\":" i ",\"components\":[{\"type\":\"header\","         \
+    "\"parameters\":[{\"type\":\"image\",\"image\":{\"id\":\"" i "\"}}]}," \
+    "{\"type\":\"button\",\"sub_type\":\"quick_reply\",\"index\":0,"      \
+    "\"parameters\":[{\"type\":\"payload\",\"payload\":\"more" i "\"}]}]}"
+
+/* a template with a carousel of these cards */
+#define CAROUSEL(cards)                                                   \
+    TPL("{\"type\":\"carousel\",\"cards\":[" cards "]}")
+
+/* a carousel of one card with these components */
+#define CARD_OF(components)                                               \
+    CAROUSEL("{\"card_index\":0,\"components\":[" components "]}")
+
+/* a card's header: its image */
+#define CARD_IMAGE                                                        \
+    "{\"type\":\"header\",\"parameters\":[{\"type\":\"image\","           \
+    "\"image\":{\"id\":\"1\"}}]}"
+
+/* a limited-time offer component with this offer */
+#define LTO(offer)                                                        \
+    TPL("{\"type\":\"limited_time_offer\",\"parameters\":[{\"type\":"     \
+        "\"limited_time_offer\",\"limited_time_offer\":" offer "}]}")
+
 /* a flow message with these action parameters */
 #define FLOW(parameters)                                                  \
     IA("flow", "{\"name\":\"flow\",\"parameters\":{"                      \
@@ -283,6 +308,52 @@ test_meta_examples(void)
                "\"payload\":\"PAYLOAD\"}]}]}")), "template");
     ok(strcmp(req.type, "template") == 0 && req.free_form == 0,
        "template: not free-form");
+
+    ok(valid(B("\"type\":\"template\",\"template\":{\"name\":"
+               "\"summer_succulents\",\"language\":{\"code\":\"en_US\"},"
+               "\"components\":[{\"type\":\"body\",\"parameters\":["
+               "{\"type\":\"text\",\"text\":\"Pablo\"}]},"
+               "{\"type\":\"carousel\",\"cards\":["
+               "{\"card_index\":0,\"components\":["
+               "{\"type\":\"header\",\"parameters\":[{\"type\":\"image\","
+               "\"image\":{\"id\":\"1558081531584829\"}}]},"
+               "{\"type\":\"body\",\"parameters\":[{\"type\":\"text\","
+               "\"text\":\"10OFF\"}]},"
+               "{\"type\":\"button\",\"sub_type\":\"quick_reply\","
+               "\"index\":\"0\",\"parameters\":[{\"type\":\"payload\","
+               "\"payload\":\"more-aloes\"}]},"
+               "{\"type\":\"button\",\"sub_type\":\"url\",\"index\":\"1\","
+               "\"parameters\":[{\"type\":\"text\",\"text\":\"blue-elf\"}]}]},"
+               "{\"card_index\":1,\"components\":["
+               "{\"type\":\"header\",\"parameters\":[{\"type\":\"image\","
+               "\"image\":{\"id\":\"861236878885705\"}}]},"
+               "{\"type\":\"body\",\"parameters\":[{\"type\":\"text\","
+               "\"text\":\"15OFF\"}]},"
+               "{\"type\":\"button\",\"sub_type\":\"quick_reply\","
+               "\"index\":\"0\",\"parameters\":[{\"type\":\"payload\","
+               "\"payload\":\"more-echeverias\"}]},"
+               "{\"type\":\"button\",\"sub_type\":\"url\",\"index\":\"1\","
+               "\"parameters\":[{\"type\":\"text\","
+               "\"text\":\"black-prince\"}]}]}]}]}")),
+       "template: media card carousel");
+    ok(valid(B("\"type\":\"template\",\"template\":{\"name\":"
+               "\"limited_time_offer_caribbean_pkg_2023\",\"language\":{"
+               "\"code\":\"en_US\"},\"components\":["
+               "{\"type\":\"header\",\"parameters\":[{\"type\":\"image\","
+               "\"image\":{\"id\":\"1602186516975000\"}}]},"
+               "{\"type\":\"body\",\"parameters\":["
+               "{\"type\":\"text\",\"text\":\"Pablo\"},"
+               "{\"type\":\"text\",\"text\":\"CARIBE25\"}]},"
+               "{\"type\":\"limited_time_offer\",\"parameters\":[{\"type\":"
+               "\"limited_time_offer\",\"limited_time_offer\":{"
+               "\"expiration_time_ms\":1209600000}}]},"
+               "{\"type\":\"button\",\"sub_type\":\"copy_code\",\"index\":0,"
+               "\"parameters\":[{\"type\":\"coupon_code\","
+               "\"coupon_code\":\"CARIBE25\"}]},"
+               "{\"type\":\"button\",\"sub_type\":\"url\",\"index\":1,"
+               "\"parameters\":[{\"type\":\"text\",\"text\":\"n3mtql\"}]}"
+               "]}")),
+       "template: limited-time offer");
 
     ok(valid(B("\"context\":{\"message_id\":\"wamid.HBgL\"}," TEXT_OK)),
        "reply to a message");
@@ -868,6 +939,197 @@ test_template(void)
 
 
 static void
+test_carousel(void)
+{
+    ok(valid(CAROUSEL(CARD("9") "," CARD("0") "," CARD("1") "," CARD("2") ","
+                      CARD("3") "," CARD("4") "," CARD("5") "," CARD("6") ","
+                      CARD("7") "," CARD("8"))),
+       "carousel of 10 cards, in any order");
+    ok(valid(CARD_OF("{\"type\":\"HEADER\",\"parameters\":[{\"type\":"
+                     "\"video\",\"video\":{\"link\":"
+                     "\"https://example.com/v.mp4\"}}]},"
+                     "{\"type\":\"body\",\"parameters\":[{\"type\":"
+                     "\"text\",\"text\":\"x\"}]},"
+                     "{\"type\":\"button\",\"sub_type\":\"URL\","
+                     "\"index\":1,\"parameters\":[{\"type\":\"text\","
+                     "\"text\":\"item/7\"}]}")),
+       "card: video by link, body, url button");
+
+    ok(refused(TPL("{\"type\":\"carousel\"}"),
+               "template.components[0].cards", "is required"),
+       "carousel without cards");
+    ok(refused(CAROUSEL(""), "template.components[0].cards",
+               "must not be empty"), "carousel of no card");
+    ok(repeat_refused(CAROUSEL("@" CARD("9")), CARD("0") ",", 10,
+                      "template.components[0].cards",
+                      "has more than 10 items"), "carousel of 11 cards");
+    ok(refused(TPL("{\"type\":\"carousel\",\"cards\":{}}"),
+               "template.components[0].cards", "must be an array"),
+       "cards an object");
+    ok(refused(TPL("{\"type\":\"carousel\",\"parameters\":[],"
+                   "\"cards\":[" CARD("0") "]}"),
+               "template.components[0].parameters",
+               "is not allowed in a carousel component"),
+       "parameters on a carousel");
+    ok(refused(TPL("{\"type\":\"carousel\",\"sub_type\":\"url\","
+                   "\"cards\":[" CARD("0") "]}"),
+               "template.components[0].sub_type",
+               "is only for button components"), "sub_type on a carousel");
+    ok(refused(TPL("{\"type\":\"carousel\",\"index\":0,"
+                   "\"cards\":[" CARD("0") "]}"),
+               "template.components[0].index",
+               "is only for button components"), "index on a carousel");
+    ok(refused(TPL("{\"type\":\"body\",\"cards\":[" CARD("0") "]}"),
+               "template.components[0].cards",
+               "is only for carousel components"), "cards on a body");
+
+    ok(refused(CAROUSEL(CARD("0") "," CARD("1") "," CARD("0")),
+               "template.components[0].cards[2].card_index",
+               "is the same as another card's"), "card_index twice");
+    ok(refused(CAROUSEL(CARD("10")),
+               "template.components[0].cards[0].card_index",
+               "must be an integer from 0 to 9"), "card_index 10");
+    ok(refused(CAROUSEL(CARD("-1")),
+               "template.components[0].cards[0].card_index",
+               "must be an integer from 0 to 9"), "card_index -1");
+    ok(refused(CAROUSEL("{\"card_index\":\"0\",\"components\":["
+                        CARD_IMAGE "]}"),
+               "template.components[0].cards[0].card_index",
+               "must be an integer from 0 to 9"), "card_index a string");
+    ok(refused(CAROUSEL(CARD("0.0")),
+               "template.components[0].cards[0].card_index",
+               "must be an integer from 0 to 9"), "card_index 0.0");
+    ok(refused(CAROUSEL("{\"components\":[" CARD_IMAGE "]}"),
+               "template.components[0].cards[0].card_index", "is required"),
+       "card without card_index");
+    ok(refused(CAROUSEL("[]"), "template.components[0].cards[0]",
+               "must be an object"), "card an array");
+    ok(refused(CAROUSEL("{\"card_index\":0,\"title\":\"x\","
+                        "\"components\":[" CARD_IMAGE "]}"),
+               "template.components[0].cards[0].title",
+               "is not a known field"), "card with a title");
+    ok(refused(CAROUSEL("{\"card_index\":0}"),
+               "template.components[0].cards[0].components", "is required"),
+       "card without components");
+
+    ok(refused(CARD_OF(CARD_IMAGE ",{\"type\":\"carousel\",\"cards\":["
+                       CARD("1") "]}"),
+               "template.components[0].cards[0].components[1].type",
+               "must be one of: header, body, button"), "carousel in a card");
+    ok(refused(CARD_OF(CARD_IMAGE ",{\"type\":\"limited_time_offer\"}"),
+               "template.components[0].cards[0].components[1].type",
+               "must be one of: header, body, button"),
+       "limited-time offer in a card");
+    ok(refused(CARD_OF("{\"type\":\"header\",\"parameters\":[{\"type\":"
+                       "\"text\",\"text\":\"Aloes\"}]}"),
+               "template.components[0].cards[0].components[0].parameters[0]"
+               ".type", "is not allowed in a header component of a carousel "
+               "card"), "text header in a card");
+    ok(refused(CARD_OF("{\"type\":\"header\",\"parameters\":[{\"type\":"
+                       "\"document\",\"document\":{\"id\":\"1\"}}]}"),
+               "template.components[0].cards[0].components[0].parameters[0]"
+               ".type", "is not allowed in a header component of a carousel "
+               "card"), "document header in a card");
+    ok(refused(CARD_OF("{\"type\":\"body\",\"parameters\":[{\"type\":"
+                       "\"text\",\"text\":\"x\"}]}"),
+               "template.components[0].cards[0].components",
+               "needs a header"), "card without a header");
+    ok(refused(CARD_OF("{\"type\":\"header\"}"),
+               "template.components[0].cards[0].components[0].parameters",
+               "must be one image or video"), "card header without media");
+    ok(refused(CARD_OF("{\"type\":\"body\"},{\"type\":\"header\","
+                       "\"parameters\":[{\"type\":\"image\",\"image\":{"
+                       "\"id\":\"1\"}},{\"type\":\"image\",\"image\":{"
+                       "\"id\":\"2\"}}]}"),
+               "template.components[0].cards[0].components[1].parameters",
+               "must be one image or video"), "card header of two images");
+    ok(refused(CARD_OF(CARD_IMAGE ",{\"type\":\"button\",\"sub_type\":"
+                       "\"copy_code\",\"index\":0,\"parameters\":[{"
+                       "\"type\":\"coupon_code\",\"coupon_code\":\"X\"}]}"),
+               "template.components[0].cards[0].components[1].sub_type",
+               "must be one of: quick_reply, url"), "copy code in a card");
+    ok(refused(CARD_OF(CARD_IMAGE ",{\"type\":\"button\",\"sub_type\":"
+                       "\"url\",\"index\":0,\"parameters\":[{\"type\":"
+                       "\"action\",\"action\":{}}]}"),
+               "template.components[0].cards[0].components[1].parameters[0]"
+               ".type", "is not allowed in a button component of a carousel "
+               "card"), "action in a card's button");
+    ok(refused(CARD_OF(CARD_IMAGE ",{\"type\":\"body\"},{\"type\":"
+                       "\"button\",\"sub_type\":\"url\",\"index\":0},"
+                       "{\"type\":\"button\",\"sub_type\":\"url\","
+                       "\"index\":1},{\"type\":\"button\",\"sub_type\":"
+                       "\"url\",\"index\":2}"),
+               "template.components[0].cards[0].components",
+               "has more than 4 items"), "card of 5 components");
+}
+
+
+static void
+test_lto(void)
+{
+    ok(valid(LTO("{\"expiration_time_ms\":1708804800000}")),
+       "limited-time offer, alone");
+
+    ok(refused(LTO("{\"expiration_time_ms\":0}"),
+               "template.components[0].parameters[0].limited_time_offer"
+               ".expiration_time_ms", "must be a positive integer"),
+       "expiration 0");
+    ok(refused(LTO("{\"expiration_time_ms\":-1708804800000}"),
+               "template.components[0].parameters[0].limited_time_offer"
+               ".expiration_time_ms", "must be a positive integer"),
+       "expiration negative");
+    ok(refused(LTO("{\"expiration_time_ms\":\"1708804800000\"}"),
+               "template.components[0].parameters[0].limited_time_offer"
+               ".expiration_time_ms", "must be a positive integer"),
+       "expiration a string");
+    ok(refused(LTO("{\"expiration_time_ms\":1.7088048e12}"),
+               "template.components[0].parameters[0].limited_time_offer"
+               ".expiration_time_ms", "must be a positive integer"),
+       "expiration with an exponent");
+    ok(refused(LTO("{\"expiration_time_ms\":99999999999999999999}"),
+               "template.components[0].parameters[0].limited_time_offer"
+               ".expiration_time_ms", "must be a positive integer"),
+       "expiration beyond 64 bits");
+    ok(refused(LTO("{}"),
+               "template.components[0].parameters[0].limited_time_offer"
+               ".expiration_time_ms", "is required"), "expiration missing");
+    ok(refused(LTO("{\"expiration_time_ms\":1,\"text\":\"Hurry\"}"),
+               "template.components[0].parameters[0].limited_time_offer"
+               ".text", "is not a known field"), "offer with a text");
+    ok(refused(LTO("1708804800000"),
+               "template.components[0].parameters[0].limited_time_offer",
+               "must be an object"), "offer a number");
+
+    ok(refused(TPL("{\"type\":\"limited_time_offer\"}"),
+               "template.components[0].parameters", "is required"),
+       "limited-time offer without parameters");
+    ok(refused(TPL("{\"type\":\"limited_time_offer\",\"parameters\":["
+                   "{\"type\":\"limited_time_offer\",\"limited_time_offer\":"
+                   "{\"expiration_time_ms\":1}},{\"type\":"
+                   "\"limited_time_offer\",\"limited_time_offer\":{"
+                   "\"expiration_time_ms\":2}}]}"),
+               "template.components[0].parameters", "has more than 1 item"),
+       "limited-time offer of two");
+    ok(refused(TPL("{\"type\":\"limited_time_offer\",\"parameters\":["
+                   "{\"type\":\"text\",\"text\":\"x\"}]}"),
+               "template.components[0].parameters[0].type",
+               "is not allowed in a limited_time_offer component"),
+       "text in a limited-time offer");
+    ok(refused(TPL("{\"type\":\"body\",\"parameters\":[{\"type\":"
+                   "\"limited_time_offer\",\"limited_time_offer\":{"
+                   "\"expiration_time_ms\":1}}]}"),
+               "template.components[0].parameters[0].type",
+               "is not allowed in a body component"),
+       "limited-time offer in a body");
+    ok(refused(TPL("{\"type\":\"limited_time_offer\",\"sub_type\":"
+                   "\"url\"}"),
+               "template.components[0].sub_type",
+               "is only for button components"),
+       "sub_type on a limited-time offer");
+}
+
+
+static void
 test_interactive(void)
 {
     ok(refused(B("\"type\":\"interactive\",\"interactive\":{\"body\":{"
@@ -1123,6 +1385,8 @@ main(void)
     test_contacts();
     test_reaction();
     test_template();
+    test_carousel();
+    test_lto();
     test_interactive();
     test_field_bounds();
 
