@@ -4,9 +4,10 @@
 # Ctrl-C stops exactly what this script started.
 #
 # Ports: WA_HTTP_PORT (8080), WA_REDIS_PORT (6380), WA_PG_PORT (5480),
-# WA_SIM_PORT (8090).  Real credentials: set WA_SENDER_GRAPH_URL (e.g.
-# https://graph.facebook.com) and store each number's token with
-# `whatsapp-worker token set ID`; the simulator is then not started.
+# WA_SIM_PORT (8090), WA_METRICS_PORT (9464, the worker's metrics).  Real
+# credentials: set WA_SENDER_GRAPH_URL (e.g. https://graph.facebook.com)
+# and store each number's token with `whatsapp-worker token set ID`; the
+# simulator is then not started.
 # State (secrets, Redis AOF, the PostgreSQL cluster, logs): build/run/.
 
 set -euo pipefail
@@ -20,6 +21,7 @@ http_port=${WA_HTTP_PORT:-8080}
 redis_port=${WA_REDIS_PORT:-6380}
 pg_port=${WA_PG_PORT:-5480}
 sim_port=${WA_SIM_PORT:-8090}
+metrics_port=${WA_METRICS_PORT:-9464}
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 pids=()
 sigs=()
@@ -45,9 +47,9 @@ port_free() {
     ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
-for p in "$http_port" "$redis_port" "$pg_port" "$sim_port"; do
+for p in "$http_port" "$redis_port" "$pg_port" "$sim_port" "$metrics_port"; do
     if ! port_free "$p"; then
-        echo "port $p is in use; set WA_HTTP_PORT / WA_REDIS_PORT / WA_PG_PORT / WA_SIM_PORT" >&2
+        echo "port $p is in use; set WA_HTTP_PORT / WA_REDIS_PORT / WA_PG_PORT / WA_SIM_PORT / WA_METRICS_PORT" >&2
         exit 1
     fi
 done
@@ -117,6 +119,7 @@ export WA_POSTGRES_CONNINFO="host=127.0.0.1 port=$pg_port dbname=wa user=postgre
 export WA_WORKER_SQL_DIR=$top/sql
 export WA_WORKER_CONSUMER=run
 export WA_SENDER_TOKEN_KEY_FILE=$prefix/token_key
+export WA_WORKER_METRICS_LISTEN=127.0.0.1:$metrics_port
 
 "$worker" -c "$top/conf/whatsapp-worker.conf" migrate \
     >> "$prefix/logs/worker.log" 2>&1
@@ -162,7 +165,8 @@ cat <<MSG
   Webhook URL      $url
   Verify token     $(cat "$prefix/verify_token")   ($prefix/verify_token)
   App secret       $prefix/app_secret
-  Metrics          http://127.0.0.1:$http_port/whatsapp/status
+  Metrics          http://127.0.0.1:$http_port/whatsapp/status (NGINX)
+                   http://127.0.0.1:$metrics_port/metrics (whatsapp-worker)
   Logs             $prefix/logs/
 
   Watch realtime updates reach a browser's stream (another terminal):

@@ -15,6 +15,7 @@
 
 #include "wa_config.h"
 #include "wa_log.h"
+#include "wa_metrics.h"
 #include "wa_parse.h"
 
 
@@ -59,6 +60,7 @@ static const wa_config_item_t  wa_config_items[] = {
            "30", 1, 3650),
     WA_STR("worker", "log_level", worker_log_level, "info", 0),
     WA_STR("worker", "sql_dir", worker_sql_dir, "/usr/share/whatsapp/sql", 0),
+    WA_STR("worker", "metrics_listen", worker_metrics_listen, "", 0),
     WA_INT("sender", "enabled", sender_enabled, "1", 0, 1),
     WA_STR("sender", "graph_url", sender_graph_url,
            "https://graph.facebook.com", 0),
@@ -231,6 +233,16 @@ wa_config_load(wa_config_t *cf, const char *path, char *err, size_t errlen)
     if (wa_log_parse_level(cf->worker_log_level, &level) != 0) {
         snprintf(err, errlen, "worker.log_level must be error, warn, info "
                  "or debug, not \"%s\"", cf->worker_log_level);
+        return -1;
+    }
+
+    /* refused here, not at listen time: --check-config and a reload see
+     * it too */
+    if (wa_metrics_address(cf->worker_metrics_listen, NULL, NULL) != 0) {
+        snprintf(err, errlen, "worker.metrics_listen must be HOST:PORT (an "
+                 "IPv4 address, or an IPv6 one in brackets, and a port from "
+                 "1 to 65535), or empty (off), not \"%s\"",
+                 cf->worker_metrics_listen);
         return -1;
     }
 

@@ -29,6 +29,7 @@ typedef struct {
     int   worker_log_retention_days;
     char  worker_log_level[16];
     char  worker_sql_dir[WA_CONFIG_STR_MAX];
+    char  worker_metrics_listen[64]; /* HOST:PORT of GET /metrics; "": off */
 
     int   sender_enabled;            /* 0: this worker does not send */
     char  sender_graph_url[WA_CONFIG_STR_MAX];

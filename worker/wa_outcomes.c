@@ -8,7 +8,16 @@
 
 #include <yajl/yajl_gen.h>
 
+#include "wa_metrics.h"
 #include "wa_outcomes.h"
+
+
+/* the metric of each wa_outcome_e, in its order */
+static const wa_metric_e  wa_outcome_metric[] = {
+    WA_M_SENDS_ACCEPTED, WA_M_SENDS_FAILED, WA_M_SENDS_UNKNOWN,
+    WA_M_SENDS_RETRIED, WA_M_RECEIPTS_SENT, WA_M_RECEIPTS_FAILED,
+    WA_M_RECEIPTS_RETRIED, WA_M_TOKEN_ERRORS, WA_M_SENDS_PAUSED
+};
 
 
 int
@@ -17,6 +26,12 @@ wa_outcomes_add(wa_outcomes_t *outcomes, wa_outcome_e kind, const char *key,
 {
     int            cap;
     wa_outcome_t  *o;
+
+    wa_metrics_add(wa_outcome_metric[kind], 1);
+
+    if (kind == WA_OUT_PAUSED) {
+        wa_metrics_paused(key, code);
+    }
 
     if (outcomes->n == outcomes->cap) {
         cap = outcomes->cap ? 2 * outcomes->cap : 256;
@@ -54,7 +69,7 @@ wa_outcomes_json(const wa_outcomes_t *outcomes)
                                     "queued", "receipts", "paused" };
 
     /* the list of each wa_outcome_e, in its order */
-    static const size_t  list_of[] = { 0, 1, 2, 3, 4, 4, 4, 5 };
+    static const size_t  list_of[] = { 0, 1, 2, 3, 4, 4, 4, 5, 3 };
 
 #define WA_STR(s)  yajl_gen_string(g, (const unsigned char *) (s), strlen(s))
 
@@ -105,6 +120,7 @@ wa_outcomes_json(const wa_outcomes_t *outcomes)
                 break;
 
             case WA_OUT_QUEUED:
+            case WA_OUT_HELD:
                 WA_STR("id");
                 WA_STR(o->key);
                 break;

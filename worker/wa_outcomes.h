@@ -1,6 +1,7 @@
 /*
  * The sender's outcomes of a round of requests, kept until PostgreSQL
- * has recorded them (wa_send_results, sql/007_send.sql).
+ * has recorded them (wa_send_results, sql/007_send.sql).  Each is also
+ * counted in the worker's metrics as it is added (wa_metrics.h).
  */
 
 #ifndef WA_OUTCOMES_H
@@ -18,7 +19,9 @@ typedef enum {
     WA_OUT_RECEIPT_SENT,
     WA_OUT_RECEIPT_FAILED,
     WA_OUT_RECEIPT_QUEUED,
-    WA_OUT_PAUSED
+    WA_OUT_PAUSED,              /* key: the number Meta refused the token of */
+    WA_OUT_HELD                 /* queued again as WA_OUT_QUEUED, not for a
+                                   retryable answer: its number is paused */
 } wa_outcome_e;
 
 
@@ -37,7 +40,11 @@ typedef struct {
 } wa_outcomes_t;
 
 
-/* 0, or -1 when out of memory */
+/*
+ * 0, or -1 when out of memory.  Counted either way (what Meta answered
+ * does not depend on our memory); WA_OUT_PAUSED also adds the number to
+ * the metrics' paused set.
+ */
 int wa_outcomes_add(wa_outcomes_t *outcomes, wa_outcome_e kind,
     const char *key, int code, const char *text);
 

@@ -8,6 +8,7 @@
 #include <sys/time.h>
 
 #include "wa_log.h"
+#include "wa_metrics.h"
 #include "wa_publish.h"
 #include "wa_redis.h"
 
@@ -615,6 +616,11 @@ wa_redis_publish(wa_redis_t *r, int n, const char **parts,
 
     rc = wa_redis_ok(r, redisCommandArgv(r->c, argc, argv, argvlen), "EVAL")
          ? 0 : -1;
+
+    /* the ingest loop's and the sender's alike */
+    if (rc == 0) {
+        wa_metrics_add(WA_M_UPDATES_PUBLISHED, n);
+    }
 
     free(argv);
     free(argvlen);

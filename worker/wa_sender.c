@@ -33,6 +33,7 @@
 #include "wa_json.h"
 #include "wa_log.h"
 #include "wa_map.h"
+#include "wa_metrics.h"
 #include "wa_outcomes.h"
 #include "wa_pace.h"
 #include "wa_redis.h"
@@ -597,7 +598,7 @@ wa_sender_evict(wa_sender_t *s, long long now)
 static void
 wa_sender_numbers(wa_sender_t *s)
 {
-    int            i, rate;
+    int            i, rate, was_paused;
     char           err[512], token[WA_TOKEN_MAX + 1];
     long           len;
     size_t         sealed_len;
@@ -650,6 +651,8 @@ wa_sender_numbers(wa_sender_t *s)
             n->token = NULL;
         }
 
+        /* storing a token lifts the pause in PostgreSQL: ours is older */
+        was_paused = n->paused;
         n->paused = (PQgetvalue(rows, i, 4)[0] == 't');
         n->warned = 0;
 
@@ -677,10 +680,11 @@ wa_sender_numbers(wa_sender_t *s)
         n->token = strdup(token);
         OPENSSL_cleanse(token, (size_t) len);
 
-        if (n->paused) {
+        if (n->paused || was_paused) {
             wa_log_info("sender: %s has a new access token, sends go on",
                         n->id);
             n->paused = 0;
+            wa_metrics_resumed(n->id);
         }
     }
 
@@ -1222,7 +1226,7 @@ wa_sender_done(void *data, const wa_graph_result_t *res)
         }
 
         wa_sender_outcome(s, job->read ? WA_OUT_RECEIPT_QUEUED
-                                       : WA_OUT_QUEUED, job->key, 0, NULL);
+                                       : WA_OUT_HELD, job->key, 0, NULL);
         wa_sender_requeue(job);
         return;
 

@@ -32,6 +32,7 @@
 #include "wa_config.h"
 #include "wa_db.h"
 #include "wa_log.h"
+#include "wa_metrics.h"
 #include "wa_parse.h"
 #include "wa_redis.h"
 #include "wa_sender.h"
@@ -62,6 +63,10 @@ typedef struct {
     long long    done[WA_DONE_MAX];
     int          ndone;
     int          ndone_sent;    /* of them, named in the apply in flight */
+
+    /* the apply in flight's entries by webhook log result (ok, invalid,
+     * unknown): counted in the metrics once it commits */
+    unsigned long long  parsed[3];
 } wa_worker_t;
 
 
@@ -83,6 +88,7 @@ static int wa_worker_finish(wa_worker_t *w, wa_batch_in_flight_t *flight);
 static void wa_worker_announce(wa_worker_t *w, PGresult **events);
 static void wa_worker_forget(wa_worker_t *w);
 static void wa_worker_done_ids(wa_worker_t *w, char *ids);
+static void wa_worker_count(wa_worker_t *w, wa_db_result_e rc);
 static int wa_token_command(wa_worker_t *w, int argc, char **argv);
 static int wa_worker_batch(wa_worker_t *w, wa_entry_t *entries, int n,
     int check_deliveries);
@@ -198,10 +204,19 @@ main(int argc, char **argv)
         return 1;
     }
 
+    /* a port in use stops the start, before anything else is under way */
+    if (wa_metrics_start(w.cf.worker_metrics_listen, WA_WORKER_VERSION)
+        != 0)
+    {
+        curl_global_cleanup();
+        return 1;
+    }
+
     if (w.cf.sender_enabled) {
         w.sender = wa_sender_start(&w.cf);
 
         if (w.sender == NULL) {
+            wa_metrics_stop();
             curl_global_cleanup();
             return 1;
         }
@@ -212,6 +227,9 @@ main(int argc, char **argv)
     /* the ingest loop saw the stop; the sender sees it too */
     wa_signal_stop = 1;
     wa_sender_stop(w.sender);
+
+    /* after the sender: it counts until it stops */
+    wa_metrics_stop();
     curl_global_cleanup();
 
     wa_redis_close(&w.redis);
@@ -259,7 +277,7 @@ wa_worker_run(wa_worker_t *w)
     char          err[512];     /* a failed send: the slow path says why */
     long long     now, last_claim, last_retain;
     wa_batch_in_flight_t  flight, landed;
-    wa_db_result_e        schema;
+    wa_db_result_e        schema, sent;
     wa_entry_t   *entries;
     redisReply   *reply;
 
@@ -338,6 +356,7 @@ wa_worker_run(wa_worker_t *w)
                 n = wa_redis_claim(&w->redis, &reply, &entries);
 
                 if (n > 0) {
+                    wa_metrics_add(WA_M_ENTRIES_READ, n);
                     wa_log_info("claimed %d entries left by another "
                                 "consumer", n);
                     (void) wa_worker_batch(w, entries, n, 1);
@@ -353,6 +372,10 @@ wa_worker_run(wa_worker_t *w)
          * are published as soon as it is committed */
         n = wa_redis_read(&w->redis, pending, flight.n == 0, &reply,
                           &entries);
+
+        if (n > 0) {
+            wa_metrics_add(WA_M_ENTRIES_READ, n);
+        }
 
         landed = flight;
         memset(&flight, 0, sizeof(flight));
@@ -375,14 +398,19 @@ wa_worker_run(wa_worker_t *w)
 
         /* the next batch goes to PostgreSQL before the landed one is
          * published and acknowledged: Redis' work overlaps PostgreSQL's */
-        if (n > 0 && !pending
-            && wa_worker_send(w, entries, n, NULL, err, sizeof(err))
-               == WA_DB_OK)
-        {
-            flight.reply = reply;
-            flight.entries = entries;
-            flight.n = n;
-            n = 0;
+        if (n > 0 && !pending) {
+            sent = wa_worker_send(w, entries, n, NULL, err, sizeof(err));
+
+            if (sent == WA_DB_OK) {
+                flight.reply = reply;
+                flight.entries = entries;
+                flight.n = n;
+                n = 0;
+
+            } else {
+                /* applied again below, the slow way */
+                wa_worker_count(w, sent);
+            }
         }
 
         if (landed.n) {
@@ -430,6 +458,7 @@ wa_worker_land(wa_worker_t *w, wa_batch_in_flight_t *flight)
     wa_db_result_e  applied;
 
     applied = wa_worker_result(w, flight->events, err, sizeof(err));
+    wa_worker_count(w, applied);
 
     flight->failed = (applied != WA_DB_OK
                       && wa_worker_commit(w, flight->entries, flight->n,
@@ -451,6 +480,10 @@ wa_worker_finish(wa_worker_t *w, wa_batch_in_flight_t *flight)
     rc = (!flight->failed
           && wa_redis_ack(&w->redis, flight->entries, flight->n) == 0)
          ? 0 : 1;
+
+    if (rc == 0) {
+        wa_metrics_add(WA_M_BATCHES, 1);
+    }
 
     free(flight->entries);
     freeReplyObject(flight->reply);
@@ -499,6 +532,14 @@ wa_worker_reload(wa_worker_t *w)
         wa_log_error("reload refused, keeping the running configuration: %s",
                      err);
         return;
+    }
+
+    /* the listening socket is made once, before any thread */
+    if (strcmp(cf.worker_metrics_listen, wa_metrics_listening()) != 0) {
+        wa_log_warn("worker.metrics_listen \"%s\" takes effect at the next "
+                    "restart; metrics stay %s%s", cf.worker_metrics_listen,
+                    wa_metrics_listening()[0] ? "on " : "off",
+                    wa_metrics_listening());
     }
 
     w->cf = cf;
@@ -572,6 +613,7 @@ wa_worker_batch(wa_worker_t *w, wa_entry_t *entries, int n,
                 return -1;
             }
 
+            wa_metrics_add(WA_M_ENTRIES_DEAD, 1);
             entries[i].body = NULL;
             kept--;
         }
@@ -582,11 +624,15 @@ wa_worker_batch(wa_worker_t *w, wa_entry_t *entries, int n,
     rc = kept ? wa_worker_apply(w, entries, n, NULL, err, sizeof(err))
               : WA_DB_OK;
 
-    if (wa_worker_commit(w, entries, n, rc, err, sizeof(err)) != 0) {
+    if (wa_worker_commit(w, entries, n, rc, err, sizeof(err)) != 0
+        || wa_redis_ack(&w->redis, entries, n) != 0)
+    {
         return -1;
     }
 
-    return wa_redis_ack(&w->redis, entries, n);
+    wa_metrics_add(WA_M_BATCHES, 1);
+
+    return 0;
 }
 
 
@@ -637,7 +683,31 @@ wa_worker_apply(wa_worker_t *w, wa_entry_t *entries, int n,
         wa_worker_announce(w, events);
     }
 
+    wa_worker_count(w, rc);
+
     return rc;
+}
+
+
+/*
+ * The apply just answered rc: its entries counted once committed (a
+ * batch not wholly committed is applied again, and counted then), or
+ * the failure.
+ */
+static void
+wa_worker_count(wa_worker_t *w, wa_db_result_e rc)
+{
+    if (rc == WA_DB_OK) {
+        wa_metrics_add(WA_M_ENTRIES_OK, w->parsed[0]);
+        wa_metrics_add(WA_M_ENTRIES_INVALID, w->parsed[1]);
+        wa_metrics_add(WA_M_ENTRIES_UNKNOWN, w->parsed[2]);
+
+    } else {
+        wa_metrics_add(rc == WA_DB_RETRY ? WA_M_APPLY_RETRY
+                                         : WA_M_APPLY_REFUSED, 1);
+    }
+
+    memset(w->parsed, 0, sizeof(w->parsed));
 }
 
 
@@ -683,6 +753,7 @@ wa_worker_send(wa_worker_t *w, wa_entry_t *entries, int n,
     }
 
     m = 0;
+    memset(w->parsed, 0, sizeof(w->parsed));
 
     for (i = 0; i < n; i++) {
         if (entries[i].body == NULL && only_dead_error == NULL) {
@@ -702,6 +773,8 @@ wa_worker_send(wa_worker_t *w, wa_entry_t *entries, int n,
                                    perr, sizeof(perr));
             result = (pr == WA_PARSE_OK) ? "ok"
                      : (pr == WA_PARSE_UNKNOWN) ? "unknown" : "invalid";
+            w->parsed[(pr == WA_PARSE_OK) ? 0
+                      : (pr == WA_PARSE_UNKNOWN) ? 2 : 1]++;
 
             if (pr != WA_PARSE_INVALID) {
                 perr[0] = '\0';
@@ -944,6 +1017,8 @@ wa_worker_apply_singly(wa_worker_t *w, wa_entry_t *entries, int n)
         {
             return -1;
         }
+
+        wa_metrics_add(WA_M_ENTRIES_DEAD, 1);
     }
 
     return 0;
