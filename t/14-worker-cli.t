@@ -15,14 +15,7 @@ sub run_worker {
     return ($? >> 8, $out);
 }
 
-sub conf {
-    my ($text) = @_;
-    my $f = "$dir/" . int(rand 1e9) . '.conf';
-    open my $fh, '>', $f or die $!;
-    print {$fh} $text;
-    close $fh;
-    return $f;
-}
+sub conf { temp_file($dir, $_[0]) }
 
 my ($rc, $out) = run_worker({}, '--version');
 is($rc, 0, '--version exits 0');

@@ -19,16 +19,9 @@ my $HELLO = ": whatsapp events\nretry: 2000\n\n";
 
 my $dir = tempdir('wa-sse-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 chmod 0755, $dir;
-my $secret = 'an HS256 secret of at least 32 bytes, for tests';
-my $hs_file = "$dir/hs256.key";
-{ open my $f, '>', $hs_file or die $!; print {$f} "$secret\n"; }
+my $hs_file = WaTest::Jwt::hs256_key_file($dir);
 
-sub token {
-    my (%claims) = @_;
-    return WaTest::Jwt::token(alg => 'HS256', key => $secret,
-                              claims => { sub => 'ag1', exp => time + 600,
-                                          %claims });
-}
+sub token { WaTest::Jwt::hs256_token(@_) }
 
 my $redis = WaTest::Redis->start;
 my $h2port = free_port();

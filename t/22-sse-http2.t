@@ -19,15 +19,9 @@ my $HELLO = ": whatsapp events\nretry: 2000\n\n";
 
 my $dir = tempdir('wa-h2-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 chmod 0755, $dir;
-my $secret = 'an HS256 secret of at least 32 bytes, for tests';
-{ open my $f, '>', "$dir/hs256.key" or die $!; print {$f} "$secret\n"; }
+my $hs_file = WaTest::Jwt::hs256_key_file($dir);
 
-sub token {
-    my (%claims) = @_;
-    return WaTest::Jwt::token(alg => 'HS256', key => $secret,
-                              claims => { sub => 'ag1', exp => time + 600,
-                                          %claims });
-}
+sub token { WaTest::Jwt::hs256_token(@_) }
 
 my $redis = WaTest::Redis->start;
 my $h2port = free_port();
@@ -36,7 +30,7 @@ my $nginx = WaTest::Nginx->start(
     http   => "whatsapp_redis " . $redis->addr . ";"
             . " server { listen 127.0.0.1:$h2port http2;"
             . "   location = /events { whatsapp_events;"
-            . "     whatsapp_auth jwt $dir/hs256.key; }"
+            . "     whatsapp_auth jwt $hs_file; }"
             . '   location = /hdr { whatsapp_events;'
             . '     whatsapp_auth scope $http_x_agent $http_x_phones'
             . '                         $http_x_assigned; }'

@@ -21,12 +21,7 @@ my $t = WaTest::Send->start(env => { WA_SENDER_MAX_ATTEMPTS => 4,
 my $pg = $t->pg;
 my $sim = $t->sim;
 
-sub template {
-    my ($to, %o) = @_;
-    return { to => $to, type => 'template',
-             template => { name => 'hello', language => { code => 'en' } },
-             %o };
-}
+sub template { WaTest::Send::template(@_) }
 
 sub gaps {
     my @t = sort { $a <=> $b } map { $_->{t_ms} } @{ $t->received($_[0]) };

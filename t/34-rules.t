@@ -17,12 +17,7 @@ my $t = WaTest::Send->start(env => { WA_SENDER_SWEEP_MS => 60000 });
 my $pg = $t->pg;
 my $json = JSON::PP->new->canonical;
 
-sub template {
-    my ($to, $name, %o) = @_;
-    return { to => $to, type => 'template',
-             template => { name => $name, language => { code => 'en' } },
-             %o };
-}
+sub template { WaTest::Send::template($_[0], name => @_[1 .. $#_]) }
 
 sub conv {
     my ($pn, $customer, $col) = @_;

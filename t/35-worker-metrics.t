@@ -45,14 +45,7 @@ sub metric_is {
     is(metric($port, $name), $want, $test);
 }
 
-sub conf {
-    my ($text) = @_;
-    my $f = "$dir/" . int(rand 1e9) . '.conf';
-    open my $fh, '>', $f or die $!;
-    print {$fh} $text;
-    close $fh;
-    return $f;
-}
+sub conf { temp_file($dir, $_[0]) }
 
 sub run_worker {
     my ($env, @args) = @_;
@@ -308,12 +301,7 @@ my $t = WaTest::Send->start(env => { WA_WORKER_METRICS_LISTEN =>
                                          "127.0.0.1:$sport" });
 my $sim = $t->sim;
 
-sub template {
-    my ($to, %o) = @_;
-    return { to => $to, type => 'template',
-             template => { name => 'hello', language => { code => 'en' } },
-             %o };
-}
+sub template { WaTest::Send::template(@_) }
 
 sub sends { metric($sport, "whatsapp_worker_sends_total{outcome=\"$_[0]\"}") }
 

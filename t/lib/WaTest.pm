@@ -17,6 +17,7 @@ use warnings;
 use Digest::SHA qw(hmac_sha256_hex);
 use Exporter 'import';
 use File::Spec;
+use File::Temp ();
 use IO::Select;
 use IO::Socket::INET;
 use Socket qw(SOL_SOCKET SO_LINGER);
@@ -29,7 +30,7 @@ use WaTest::Redis;
 
 our @EXPORT = qw(free_port sign signed_post http_request http_raw
                  http_parallel wait_until run_cases fixture slurp
-                 webhook_location);
+                 webhook_location temp_file);
 
 
 # The usual webhook location; extra directives go inside it.
@@ -48,6 +49,16 @@ sub built {
     my ($var, $default) = @_;
     my $path = File::Spec->rel2abs($ENV{$var} // $default);
     die "$path is not built (make build, or set $var)" unless -f $path;
+    return $path;
+}
+
+
+# A new file in $dir holding $text; its path.
+sub temp_file {
+    my ($dir, $text) = @_;
+    my ($fh, $path) = File::Temp::tempfile(DIR => $dir);
+    print {$fh} $text;
+    close $fh or die "$path: $!";
     return $path;
 }
 

@@ -50,6 +50,27 @@ sub run {
 }
 
 
+# An HS256 key for a test: hs256_key_file($dir) writes it where
+# "whatsapp_auth jwt FILE" reads it and returns FILE; hs256_token(%claims)
+# signs claims with it (sub ag1, valid for ten minutes, unless the claims
+# say otherwise).
+my $HS256_SECRET = 'an HS256 secret of at least 32 bytes, for tests';
+
+sub hs256_key_file {
+    my ($dir) = @_;
+    open my $f, '>', "$dir/hs256.key" or die "$dir/hs256.key: $!";
+    print {$f} "$HS256_SECRET\n";
+    close $f;
+    return "$dir/hs256.key";
+}
+
+sub hs256_token {
+    my (%claims) = @_;
+    return token(alg => 'HS256', key => $HS256_SECRET,
+                 claims => { sub => 'ag1', exp => time + 600, %claims });
+}
+
+
 # token(alg => HS256|RS256|ES256|none, key => secret or private key file,
 #       claims => {...}, header => {...} (merged over {alg, typ}))
 sub token {

@@ -82,6 +82,16 @@ sub start {
 }
 
 
+# template($to, name => 'hello', more members...): a template send's body
+sub template {
+    my ($to, %o) = @_;
+    my $name = delete $o{name} // 'hello';
+    return { to => $to, type => 'template',
+             template => { name => $name, language => { code => 'en' } },
+             %o };
+}
+
+
 sub pg { $_[0]{pg} }
 sub redis { $_[0]{redis} }
 sub sim { $_[0]{sim} }
