@@ -18,11 +18,7 @@ my $nginx = WaTest::Nginx->start(
 sub deliver { http_request($nginx->port, undef, undef, undef, undef,
                            raw => $post) }
 
-sub metric {
-    my ($name) = @_;
-    my $s = http_request($nginx->port, GET => '/status')->{body};
-    return $s =~ /^\Q$name\E (\d+)$/m ? $1 : undef;
-}
+sub metric { $nginx->metric($_[0]) }
 
 is(deliver()->{status}, 200, 'Redis up: 200');
 is(metric('whatsapp_redis_connected'), 2, 'both workers connected');

@@ -32,11 +32,7 @@ my $nginx = WaTest::Nginx->start(
              . '   whatsapp_postgres_timeout 1s; }'
              . ' location = /metrics { whatsapp_status; }');
 
-sub metric {
-    my ($name) = @_;
-    my $m = http_request($nginx->port, GET => '/metrics')->{body};
-    return $m =~ /^\Q$name\E (\d+)$/m ? $1 : undef;
-}
+sub metric { $nginx->metric($_[0], '/metrics') }
 
 sub get { http_request($nginx->port, GET => '/api/conversations') }
 

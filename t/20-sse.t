@@ -15,7 +15,7 @@ use WaTest::Jwt;
 use WaTest::Sse;
 
 my $json = JSON::PP->new->canonical;
-my $HELLO = ": whatsapp events\nretry: 2000\n\n";
+my $HELLO = $WaTest::Sse::HELLO;
 
 my $dir = tempdir('wa-sse-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 chmod 0755, $dir;
@@ -49,11 +49,7 @@ is(scalar @workers, 2, 'two worker processes');
 
 # --- helpers -------------------------------------------------------------
 
-sub metric {
-    my ($name) = @_;
-    my $s = http_request($nginx->port, GET => '/status')->{body} // '';
-    return $s =~ /^\Q$name\E (\d+)$/m ? $1 : undef;
-}
+sub metric { $nginx->metric($_[0]) }
 
 sub stream { WaTest::Sse->connect($nginx->port, @_) }
 
@@ -65,13 +61,7 @@ my @published;     # every update relayed, in stream order
 # publish(event, data) -> update {id, event, text, data (as a client
 # joins its data lines), phone, conversation, assignee}
 sub publish {
-    my ($event, $data, %route) = @_;
-    my $text = ref $data ? $json->encode($data) : $data;
-    my $id = $redis->cmd('XADD', 'wa:updates', '*', 'event', $event,
-                         'data', $text);
-    (my $joined = $text) =~ s/\r\n?/\n/g;
-    my $u = { id => $id, event => $event, text => $text, data => $joined,
-              %route };
+    my $u = WaTest::Sse::publish($redis, @_);
     push @published, $u;
     return $u;
 }
@@ -82,7 +72,7 @@ sub last_id {
 }
 
 # [id, event, data] of what a client got, or of what it should get
-sub got { [ map { [ $_->{id}, $_->{event}, $_->{data} ] } @_ ] }
+sub got { WaTest::Sse::got(@_) }
 
 # an update as the worker writes them (see WaTest::Sse::random_update)
 sub random_update { WaTest::Sse::random_update($_[0], \&publish) }

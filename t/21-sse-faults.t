@@ -9,14 +9,12 @@ use warnings;
 use File::Temp qw(tempdir);
 use IO::Select;
 use IO::Socket::INET;
-use JSON::PP;
 use POSIX qw(WNOHANG _exit);
 use Test::More;
 use Time::HiRes qw(time sleep);
 use WaTest;
 use WaTest::Sse;
 
-my $json = JSON::PP->new->canonical;
 my $dir = tempdir('wa-sse-faults-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 
 my $redis = WaTest::Redis->start;
@@ -43,11 +41,7 @@ ok(relays_ready(2), 'both workers relay wa:updates') or diag($nginx->log_tail);
 sub workers { sort split ' ', `pgrep -P ${\ $nginx->pid}` }
 my @workers = workers();
 
-sub metric {
-    my ($name) = @_;
-    my $s = http_request($nginx->port, GET => '/status')->{body} // '';
-    return $s =~ /^\Q$name\E (\d+)$/m ? $1 : undef;
-}
+sub metric { $nginx->metric($_[0]) }
 
 sub subscribers_are {
     my ($n, $timeout) = @_;
@@ -61,11 +55,9 @@ sub stream_on { WaTest::Sse->connect_on($_[0], $nginx->port, @_[1 .. $#_]) }
 
 sub publish {
     my ($event, $data) = @_;
-    my $text = ref $data ? $json->encode($data) : $data;
-    my $id = $redis->cmd('XADD', 'wa:updates', '*', 'event', $event,
-                         'data', $text);
-    return { id => $id, event => $event, data => $text,
-             phone => ref $data ? $data->{phone_number_id} : undef };
+    return WaTest::Sse::publish($redis, $event, $data,
+                                phone => ref $data ? $data->{phone_number_id}
+                                                   : undef);
 }
 
 my $n = 0;
@@ -77,7 +69,7 @@ sub update {
                      n => $n });
 }
 
-sub got { [ map { [ $_->{id}, $_->{event}, $_->{data} ] } @_ ] }
+sub got { WaTest::Sse::got(@_) }
 
 sub all_frames { map { $_->frames } @_ }
 

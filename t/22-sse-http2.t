@@ -15,7 +15,7 @@ use WaTest::Sse;
 use WaTest::SseH2;
 
 my $json = JSON::PP->new->canonical;
-my $HELLO = ": whatsapp events\nretry: 2000\n\n";
+my $HELLO = $WaTest::Sse::HELLO;
 
 my $dir = tempdir('wa-h2-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 chmod 0755, $dir;
@@ -42,27 +42,19 @@ ok(wait_until(sub { $nginx->count_log(qr/relaying wa:updates from/) >= 2 },
               10), 'both workers relay wa:updates')
     or diag($nginx->log_tail);
 
-sub metric {
-    my ($name) = @_;
-    my $s = http_request($nginx->port, GET => '/status')->{body} // '';
-    return $s =~ /^\Q$name\E (\d+)$/m ? $1 : undef;
-}
+sub metric { $nginx->metric($_[0]) }
 
 my @published;
 
 sub publish {
-    my ($event, $text, %route) = @_;
-    my $id = $redis->cmd('XADD', 'wa:updates', '*', 'event', $event,
-                         'data', $text);
-    (my $joined = $text) =~ s/\r\n?/\n/g;
-    my $u = { id => $id, event => $event, data => $joined, %route };
+    my $u = WaTest::Sse::publish($redis, @_);
     push @published, $u;
     return $u;
 }
 
 sub random_update { WaTest::Sse::random_update($_[0], \&publish) }
 
-sub got { [ map { [ $_->{id}, $_->{event}, $_->{data} ] } @_ ] }
+sub got { WaTest::Sse::got(@_) }
 
 srand 22;
 

@@ -185,6 +185,16 @@ sub dir { $_[0]{dir} }
 sub pid { $_[0]{pid} }
 
 
+# A whatsapp_status value (a line "name value") from $path ('/status'),
+# or undef.
+sub metric {
+    my ($self, $name, $path) = @_;
+    my $s = WaTest::http_request($self->{port}, GET => $path // '/status')
+                ->{body} // '';
+    return $s =~ /^\Q$name\E (\d+)$/m ? $1 : undef;
+}
+
+
 sub error_log {
     my ($self) = @_;
     return WaTest::slurp("$self->{dir}/logs/error.log") // '';

@@ -363,6 +363,26 @@ my @PHONES = qw(p1 p2 p3);
 my $JSON = JSON::PP->new->canonical;
 my $PRETTY = JSON::PP->new->canonical->pretty;
 
+# The first bytes of every stream: a comment and the retry hint.
+our $HELLO = ": whatsapp events\nretry: 2000\n\n";
+
+# publish($redis, $event, $data, %route): XADD to wa:updates as the worker
+# does ($data: text, or a structure to encode); the update {id, event,
+# text, data as a client joins its data lines, %route}.
+sub publish {
+    my ($redis, $event, $data, %route) = @_;
+    my $text = ref $data ? $JSON->encode($data) : $data;
+    my $id = $redis->cmd('XADD', 'wa:updates', '*', 'event', $event,
+                         'data', $text);
+    (my $joined = $text) =~ s/\r\n?/\n/g;
+    return { id => $id, event => $event, text => $text, data => $joined,
+             %route };
+}
+
+# [id, event, data] of each update or frame: what a client got, or of
+# what it should get
+sub got { [ map { [ $_->{id}, $_->{event}, $_->{data} ] } @_ ] }
+
 # random_update($n, $publish): an update as the worker writes them, given
 # to $publish->(event, data text, %route) whose answer it returns.
 # Message events name their number, conversation and assignee;
