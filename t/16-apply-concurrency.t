@@ -81,9 +81,10 @@ sub echo_msg {
 sub inbound_msg {
     my ($wamid, $ts, %extra) = @_;
     my $type = $extra{edit} ? 'edit' : 'text';
-    return { wamid => $wamid, pn => $pn, customer => $customer, dir => 'in',
+    my $from = $extra{customer} // $customer;
+    return { wamid => $wamid, pn => $pn, customer => $from, dir => 'in',
              source => 'webhook', ts => $ts,
-             msg => { from => $customer, id => $wamid, timestamp => "$ts",
+             msg => { from => $from, id => $wamid, timestamp => "$ts",
                       type => $type,
                       $extra{edit}
                           ? (edit => { original_message_id => $extra{edit},
@@ -182,5 +183,26 @@ interleave('statuses of two different messages',
            apply(statuses => [ status('wamid.q', 'delivered', $t0 + 2) ]), 0);
 is(q1("SELECT count(*) FROM messages WHERE wamid IN ('wamid.p', 'wamid.q') "
       . "AND status = 'delivered'"), 2, 'both applied');
+
+# every delivery names its business number: the same row in every batch
+my $phone = { pn => $pn, waba_id => '102290129340398',
+              display => '15550783881' };
+$pg->query(apply(phones => [ $phone ]));
+interleave('two customers of one business number',
+           apply(phones => [ $phone ],
+                 messages => [ inbound_msg('wamid.a1', $t0,
+                                           customer => '4915112345602') ]),
+           apply(phones => [ $phone ],
+                 messages => [ inbound_msg('wamid.b1', $t0,
+                                           customer => '4915112345603') ]),
+           0);
+is(q1("SELECT count(*) FROM messages WHERE wamid IN ('wamid.a1', 'wamid.b1')"),
+   2, 'both stored');
+
+# skipped only when unchanged: a new display still reaches the row
+$pg->query(apply(phones => [ { %$phone, display => '15550783882' } ]));
+is(q1("SELECT display_phone_number FROM phone_numbers "
+      . "WHERE phone_number_id = '$pn'"), '15550783882',
+   'a business number renamed');
 
 done_testing;
