@@ -80,6 +80,16 @@ typedef struct {
 } wa_batch_in_flight_t;
 
 
+/* A batch parsed, to be sent: its rows by share and its raw bodies. */
+typedef struct {
+    wa_batch_t          b;
+    const char        **bodies;     /* the entries' bodies, log rows' order */
+    int                *lens;
+    int                 m;          /* log rows */
+    unsigned long long  parsed[3];  /* entries by webhook log result */
+} wa_batch_parsed_t;
+
+
 static int wa_worker_run(wa_worker_t *w);
 static int wa_worker_connect(wa_worker_t *w);
 static void wa_worker_reload(wa_worker_t *w);
@@ -98,6 +108,11 @@ static wa_db_result_e wa_worker_apply(wa_worker_t *w, wa_entry_t *entries,
     int n, const char *only_dead_error, char *err, size_t errlen);
 static wa_db_result_e wa_worker_send(wa_worker_t *w, wa_entry_t *entries,
     int n, const char *only_dead_error, char *err, size_t errlen);
+static int wa_worker_parse(wa_worker_t *w, wa_entry_t *entries, int n,
+    const char *only_dead_error, wa_batch_parsed_t *p);
+static wa_db_result_e wa_worker_submit(wa_worker_t *w, wa_batch_parsed_t *p,
+    char *err, size_t errlen);
+static void wa_batch_parsed_free(wa_batch_parsed_t *p);
 static wa_db_result_e wa_worker_result(wa_worker_t *w, PGresult **events,
     char *err, size_t errlen);
 static int wa_worker_apply_singly(wa_worker_t *w, wa_entry_t *entries,
@@ -273,10 +288,11 @@ wa_usage(FILE *out)
 static int
 wa_worker_run(wa_worker_t *w)
 {
-    int           i, n, pending, schema_checked, retained;
+    int           i, n, pending, parsed, schema_checked, retained;
     char          err[512];     /* a failed send: the slow path says why */
     long long     now, last_claim, last_retain;
     wa_batch_in_flight_t  flight, landed;
+    wa_batch_parsed_t     next;
     wa_db_result_e        schema, sent;
     wa_entry_t   *entries;
     redisReply   *reply;
@@ -380,6 +396,11 @@ wa_worker_run(wa_worker_t *w)
         landed = flight;
         memset(&flight, 0, sizeof(flight));
 
+        /* the next batch is parsed while PostgreSQL still applies the
+         * landing one, so that it goes there as soon as that one lands */
+        parsed = (n > 0 && !pending && landed.n
+                  && wa_worker_parse(w, entries, n, NULL, &next) == 0);
+
         if (landed.n) {
             wa_worker_land(w, &landed);
             pending |= landed.failed;
@@ -399,7 +420,9 @@ wa_worker_run(wa_worker_t *w)
         /* the next batch goes to PostgreSQL before the landed one is
          * published and acknowledged: Redis' work overlaps PostgreSQL's */
         if (n > 0 && !pending) {
-            sent = wa_worker_send(w, entries, n, NULL, err, sizeof(err));
+            sent = parsed ? wa_worker_submit(w, &next, err, sizeof(err))
+                          : wa_worker_send(w, entries, n, NULL, err,
+                                           sizeof(err));
 
             if (sent == WA_DB_OK) {
                 flight.reply = reply;
@@ -411,6 +434,10 @@ wa_worker_run(wa_worker_t *w)
                 /* applied again below, the slow way */
                 wa_worker_count(w, sent);
             }
+        }
+
+        if (parsed) {
+            wa_batch_parsed_free(&next);
         }
 
         if (landed.n) {
@@ -711,10 +738,31 @@ wa_worker_count(wa_worker_t *w, wa_db_result_e rc)
 }
 
 
+/* Parses and sends entries to be applied: see the two halves. */
+static wa_db_result_e
+wa_worker_send(wa_worker_t *w, wa_entry_t *entries, int n,
+    const char *only_dead_error, char *err, size_t errlen)
+{
+    wa_batch_parsed_t  p;
+    wa_db_result_e     rc;
+
+    if (wa_worker_parse(w, entries, n, only_dead_error, &p) != 0) {
+        snprintf(err, errlen, "out of memory");
+        return WA_DB_RETRY;
+    }
+
+    rc = wa_worker_submit(w, &p, err, errlen);
+    wa_batch_parsed_free(&p);
+
+    return rc;
+}
+
+
 /*
  * Parses the entries (those with a body; NULL marks one handled already)
- * and sends them to be applied.  With only_dead_error set, only their webhook log
- * rows are written, with that error: for entries dead-lettered.
+ * into p.  With only_dead_error set, only their webhook log rows are
+ * written, with that error: for entries dead-lettered.  Returns 0, or -1
+ * out of memory.
  *
  * The rows are split by customer into one share per connection, each
  * applied in its own transaction: two shares never touch the same
@@ -724,56 +772,48 @@ wa_worker_count(wa_worker_t *w, wa_db_result_e rc)
  * done.  All or nothing is not needed across shares: a batch not wholly
  * committed is applied again, and the apply is idempotent.
  */
-static wa_db_result_e
-wa_worker_send(wa_worker_t *w, wa_entry_t *entries, int n,
-    const char *only_dead_error, char *err, size_t errlen)
+static int
+wa_worker_parse(wa_worker_t *w, wa_entry_t *entries, int n,
+    const char *only_dead_error, wa_batch_parsed_t *p)
 {
-    int                 i, m, *lens;
-    char               *json, perr[256];
-    char                done[WA_DONE_MAX * 21 + 3];
-    PGresult           *events[WA_SHARDS_MAX];
-    size_t              len;
-    const char        **bodies, *result, *rcvd;
-    wa_batch_t          b;
-    wa_db_result_e      rc;
+    int                 i;
+    char                perr[256];
+    const char         *result, *rcvd;
     wa_parse_result_e   pr;
 
-    if (wa_batch_init(&b, w->cf.postgres_connections) != 0) {
-        snprintf(err, errlen, "out of memory");
-        return WA_DB_RETRY;
+    memset(p, 0, sizeof(*p));
+
+    if (wa_batch_init(&p->b, w->cf.postgres_connections) != 0) {
+        return -1;
     }
 
-    bodies = calloc(n, sizeof(char *));
-    lens = calloc(n, sizeof(int));
-    rc = WA_DB_RETRY;
-    snprintf(err, errlen, "out of memory");
+    p->bodies = calloc(n, sizeof(char *));
+    p->lens = calloc(n, sizeof(int));
 
-    if (bodies == NULL || lens == NULL) {
-        goto done;
+    if (p->bodies == NULL || p->lens == NULL) {
+        wa_batch_parsed_free(p);
+        return -1;
     }
-
-    m = 0;
-    memset(w->parsed, 0, sizeof(w->parsed));
 
     for (i = 0; i < n; i++) {
         if (entries[i].body == NULL && only_dead_error == NULL) {
             continue;
         }
 
-        bodies[m] = entries[i].body ? entries[i].body : "";
-        lens[m] = entries[i].body ? (int) entries[i].body_len : 0;
-        m++;
+        p->bodies[p->m] = entries[i].body ? entries[i].body : "";
+        p->lens[p->m] = entries[i].body ? (int) entries[i].body_len : 0;
+        p->m++;
 
         if (only_dead_error) {
             result = "dead";
             perr[0] = '\0';
 
         } else {
-            pr = wa_parse_delivery(&b, entries[i].body, entries[i].body_len,
-                                   perr, sizeof(perr));
+            pr = wa_parse_delivery(&p->b, entries[i].body,
+                                   entries[i].body_len, perr, sizeof(perr));
             result = (pr == WA_PARSE_OK) ? "ok"
                      : (pr == WA_PARSE_UNKNOWN) ? "unknown" : "invalid";
-            w->parsed[(pr == WA_PARSE_OK) ? 0
+            p->parsed[(pr == WA_PARSE_OK) ? 0
                       : (pr == WA_PARSE_UNKNOWN) ? 2 : 1]++;
 
             if (pr != WA_PARSE_INVALID) {
@@ -792,21 +832,43 @@ wa_worker_send(wa_worker_t *w, wa_entry_t *entries, int n,
             rcvd = NULL;
         }
 
-        wa_batch_delivery(&b, entries[i].id, rcvd, entries[i].rid, m, result,
-                          only_dead_error ? only_dead_error
-                          : perr[0] ? perr : NULL);
+        wa_batch_delivery(&p->b, entries[i].id, rcvd, entries[i].rid, p->m,
+                          result, only_dead_error ? only_dead_error
+                                  : perr[0] ? perr : NULL);
     }
 
+    return 0;
+}
+
+
+/*
+ * Sends a parsed batch's shares, each on its connection, without waiting
+ * for their answers (wa_worker_result).  A share that cannot be sent
+ * fails the batch: the shares sent before it are waited for and what
+ * they committed published.
+ */
+static wa_db_result_e
+wa_worker_submit(wa_worker_t *w, wa_batch_parsed_t *p, char *err,
+    size_t errlen)
+{
+    int              i;
+    char            *json, why[256];
+    char             done[WA_DONE_MAX * 21 + 3];
+    size_t           len;
+    PGresult        *events[WA_SHARDS_MAX];
+    wa_db_result_e   rc;
+
+    memcpy(w->parsed, p->parsed, sizeof(w->parsed));
     wa_worker_done_ids(w, done);
     w->applying = 0;
     rc = WA_DB_OK;
 
-    for (i = 0; rc == WA_DB_OK && i < b.nshards; i++) {
-        if (!wa_batch_shard_used(&b, i)) {
+    for (i = 0; rc == WA_DB_OK && i < p->b.nshards; i++) {
+        if (!wa_batch_shard_used(&p->b, i)) {
             continue;
         }
 
-        json = wa_batch_json(&b, i, &len);
+        json = wa_batch_json(&p->b, i, &len);
 
         if (json == NULL) {
             snprintf(err, errlen, "out of memory");
@@ -815,7 +877,7 @@ wa_worker_send(wa_worker_t *w, wa_entry_t *entries, int n,
         }
 
         rc = (i == 0)
-             ? wa_db_apply_send(&w->db[0], json, m, bodies, lens,
+             ? wa_db_apply_send(&w->db[0], json, p->m, p->bodies, p->lens,
                                 w->cf.worker_consumer, done, err, errlen)
              : wa_db_apply_send(&w->db[i], json, 0, NULL, NULL,
                                 w->cf.worker_consumer, "{}", err, errlen);
@@ -831,17 +893,21 @@ wa_worker_send(wa_worker_t *w, wa_entry_t *entries, int n,
     /* the shares already sent are committed or not; either way their
      * answers are read now, and what they committed published */
     if (rc != WA_DB_OK && w->applying) {
-        (void) wa_worker_result(w, events, perr, sizeof(perr));
+        (void) wa_worker_result(w, events, why, sizeof(why));
         wa_worker_announce(w, events);
     }
 
-done:
-
-    free(bodies);
-    free(lens);
-    wa_batch_free(&b);
-
     return rc;
+}
+
+
+static void
+wa_batch_parsed_free(wa_batch_parsed_t *p)
+{
+    free(p->bodies);
+    free(p->lens);
+    wa_batch_free(&p->b);
+    memset(p, 0, sizeof(*p));
 }
 
 
