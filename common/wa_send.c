@@ -51,18 +51,25 @@ static const char *const  wa_send_prechecked[] = {
 #define WA_SEND_FILENAME       0x02
 #define WA_SEND_VOICE          0x04
 
-/* the interactive headers each interactive type allows */
-#define WA_SEND_HEADER_NONE    0
-#define WA_SEND_HEADER_TEXT    1
-#define WA_SEND_HEADER_MEDIA   2
+/* what an interactive type has besides its action: a body it requires,
+ * a footer it allows, a header it requires */
+#define WA_SEND_BODY           0x01
+#define WA_SEND_FOOTER         0x02
+#define WA_SEND_HEADER         0x04
 
-/* an interactive list has at most 10 rows in all its sections */
+/* in all the sections of a list: at most 10 rows, or 30 products */
 #define WA_SEND_ROWS_MAX       10
+#define WA_SEND_PRODUCTS_MAX   30
 
-/* a carousel has up to 10 cards, at card_index 0 to 9; a card has its
- * header, maybe a body and up to 2 buttons */
+/* a carousel has up to 10 cards (an interactive one at least 2), at
+ * card_index 0 to 9; a template's card has its header, maybe a body and
+ * up to 2 buttons; an interactive media card's body has up to 160
+ * characters on up to 3 lines */
+#define WA_SEND_CARDS_MIN      2
 #define WA_SEND_CARDS_MAX      10
 #define WA_SEND_CARD_PARTS     4
+#define WA_SEND_CARD_BODY_MAX  160
+#define WA_SEND_CARD_BREAKS    2
 
 #define WA_SEND_ANY            SIZE_MAX
 
@@ -95,11 +102,11 @@ typedef struct {
 
 
 typedef struct {
-    size_t             body_max;
-    int                header;    /* WA_SEND_HEADER_NONE, ... */
-    int                footer;
-    wa_send_check_pt   action;
-    const void        *action_arg;
+    size_t              body_max;
+    unsigned            parts;     /* WA_SEND_BODY, ... */
+    const char *const  *headers;   /* the header types it allows, or NULL */
+    wa_send_check_pt    action;
+    const void         *action_arg;
 } wa_send_interactive_t;
 
 
@@ -107,13 +114,26 @@ typedef struct {
 typedef struct {
     const char *const  *name;
     wa_send_check_pt    parameters;
+    int                 required;     /* the parameters */
 } wa_send_named_action_t;
 
 
-/* the row ids of an interactive list, unique across its sections */
+/* what the sections of a list hold: rows, or products of the catalog */
 typedef struct {
-    size_t             n;
-    const char        *ids[WA_SEND_ROWS_MAX];
+    const char         *name;      /* "rows", "product_items" */
+    const char         *noun;      /* for errors */
+    size_t              max;       /* in all the sections */
+    wa_send_check_pt    item;
+    const char         *id;        /* a member unique across the sections,
+                                      or NULL; only rows have one */
+} wa_send_sections_t;
+
+
+/* the items of a list's sections so far, and the ids of its rows */
+typedef struct {
+    const wa_send_sections_t  *of;
+    size_t                     n;
+    const char                *ids[WA_SEND_ROWS_MAX];
 } wa_send_rows_t;
 
 
@@ -151,7 +171,8 @@ enum {
     WA_SEND_PARAM_PAYLOAD,
     WA_SEND_PARAM_COUPON_CODE,
     WA_SEND_PARAM_ACTION,
-    WA_SEND_PARAM_LTO
+    WA_SEND_PARAM_LTO,
+    WA_SEND_PARAM_PRODUCT
 };
 
 
@@ -168,12 +189,15 @@ typedef struct {
                                                          types each
                                                          component type
                                                          takes, by bit */
+    const unsigned     *buttons;     /* a button's, by sub_type */
 } wa_send_components_t;
 
 
-/* the parameters of a component: its type, and where it is */
+/* the parameters of a component: its type (and a button's sub_type), and
+ * where it is */
 typedef struct {
     int                          component;
+    int                          sub_type;
     const wa_send_components_t  *in;
 } wa_send_params_t;
 
@@ -224,6 +248,7 @@ static int wa_send_button_index(wa_send_ctx_t *ctx, yajl_val obj);
 static int wa_send_carousel(wa_send_ctx_t *ctx, yajl_val v);
 static int wa_send_card(wa_send_ctx_t *ctx, yajl_val v, const void *arg);
 static int wa_send_card_header(wa_send_ctx_t *ctx, yajl_val components);
+static int wa_send_card_indexes(wa_send_ctx_t *ctx, yajl_val cards);
 static int wa_send_parameter(wa_send_ctx_t *ctx, yajl_val v,
     const void *arg);
 static int wa_send_currency(wa_send_ctx_t *ctx, yajl_val v,
@@ -231,6 +256,7 @@ static int wa_send_currency(wa_send_ctx_t *ctx, yajl_val v,
 static int wa_send_date_time(wa_send_ctx_t *ctx, yajl_val v,
     const void *arg);
 static int wa_send_lto(wa_send_ctx_t *ctx, yajl_val v, const void *arg);
+static int wa_send_product(wa_send_ctx_t *ctx, yajl_val v, const void *arg);
 
 static int wa_send_interactive(wa_send_ctx_t *ctx, yajl_val v,
     const void *arg);
@@ -243,13 +269,28 @@ static int wa_send_reply_button(wa_send_ctx_t *ctx, yajl_val v,
 static int wa_send_reply(wa_send_ctx_t *ctx, yajl_val v, const void *arg);
 static const char *wa_send_reply_id(yajl_val button);
 static int wa_send_list(wa_send_ctx_t *ctx, yajl_val v, const void *arg);
+static int wa_send_product_list(wa_send_ctx_t *ctx, yajl_val v,
+    const void *arg);
+static int wa_send_sections(wa_send_ctx_t *ctx, yajl_val obj,
+    const wa_send_sections_t *of);
 static int wa_send_section(wa_send_ctx_t *ctx, yajl_val v, int titled,
     wa_send_rows_t *rows);
-static int wa_send_row(wa_send_ctx_t *ctx, yajl_val v, wa_send_rows_t *rows);
+static int wa_send_row(wa_send_ctx_t *ctx, yajl_val v, const void *arg);
+static int wa_send_product_item(wa_send_ctx_t *ctx, yajl_val v,
+    const void *arg);
 static int wa_send_named_action(wa_send_ctx_t *ctx, yajl_val v,
     const void *arg);
 static int wa_send_cta_parameters(wa_send_ctx_t *ctx, yajl_val v,
     const void *arg);
+static int wa_send_catalog_parameters(wa_send_ctx_t *ctx, yajl_val v,
+    const void *arg);
+static int wa_send_interactive_carousel(wa_send_ctx_t *ctx, yajl_val v,
+    const void *arg);
+static int wa_send_interactive_card(wa_send_ctx_t *ctx, yajl_val v,
+    const void *arg);
+static int wa_send_card_action(wa_send_ctx_t *ctx, yajl_val v,
+    const void *arg);
+static int wa_send_cards_alike(wa_send_ctx_t *ctx, yajl_val cards);
 static int wa_send_flow_parameters(wa_send_ctx_t *ctx, yajl_val v,
     const void *arg);
 static int wa_send_flow_payload(wa_send_ctx_t *ctx, yajl_val v,
@@ -365,13 +406,13 @@ static const char *const  wa_send_component_types[] = {
     "header", "body", "button", "carousel", "limited_time_offer", NULL
 };
 static const char *const  wa_send_button_sub_types[] = {
-    "quick_reply", "url", "copy_code", "flow", "catalog", "mpm",
+    "quick_reply", "url", "spm", "copy_code", "flow", "catalog", "mpm",
     "voice_call", NULL
 };
 static const char *const  wa_send_param_types[] = {
     "text", "currency", "date_time", "image", "video", "document",
     "location", "payload", "coupon_code", "action", "limited_time_offer",
-    NULL
+    "product", NULL
 };
 
 /* no carousel in a card; its phone number buttons take no parameters */
@@ -379,7 +420,7 @@ static const char *const  wa_send_card_types[] = {
     "header", "body", "button", NULL
 };
 static const char *const  wa_send_card_sub_types[] = {
-    "quick_reply", "url", NULL
+    "quick_reply", "url", "spm", NULL
 };
 
 /* what a body takes, in the template as in a card */
@@ -387,67 +428,124 @@ static const char *const  wa_send_card_sub_types[] = {
     ((1u << WA_SEND_PARAM_TEXT) | (1u << WA_SEND_PARAM_CURRENCY)           \
      | (1u << WA_SEND_PARAM_DATE_TIME))
 
+/* what a template's button takes, whatever its sub_type */
+#define WA_SEND_BUTTON_PARAMS                                               \
+    ((1u << WA_SEND_PARAM_TEXT) | (1u << WA_SEND_PARAM_PAYLOAD)            \
+     | (1u << WA_SEND_PARAM_COUPON_CODE) | (1u << WA_SEND_PARAM_ACTION))
+
+/* by sub_type, one for each of wa_send_button_sub_types */
+static const unsigned  wa_send_template_buttons[] = {
+    WA_SEND_BUTTON_PARAMS, WA_SEND_BUTTON_PARAMS, WA_SEND_BUTTON_PARAMS,
+    WA_SEND_BUTTON_PARAMS, WA_SEND_BUTTON_PARAMS, WA_SEND_BUTTON_PARAMS,
+    WA_SEND_BUTTON_PARAMS, WA_SEND_BUTTON_PARAMS
+};
+
+/* a single-product template's header is the product */
 static const wa_send_components_t  wa_send_in_template = {
     wa_send_component_types, wa_send_button_sub_types, "", {
         (1u << WA_SEND_PARAM_TEXT) | (1u << WA_SEND_PARAM_IMAGE)
         | (1u << WA_SEND_PARAM_VIDEO) | (1u << WA_SEND_PARAM_DOCUMENT)
-        | (1u << WA_SEND_PARAM_LOCATION),
+        | (1u << WA_SEND_PARAM_LOCATION) | (1u << WA_SEND_PARAM_PRODUCT),
 
         WA_SEND_BODY_PARAMS,
 
-        (1u << WA_SEND_PARAM_TEXT) | (1u << WA_SEND_PARAM_PAYLOAD)
-        | (1u << WA_SEND_PARAM_COUPON_CODE) | (1u << WA_SEND_PARAM_ACTION),
+        0,                              /* by sub_type: buttons */
 
         0,                              /* a carousel's are in its cards */
 
         1u << WA_SEND_PARAM_LTO
-    }
+    }, wa_send_template_buttons
 };
 
-/* a card's header is its image or video; buttons: a payload, a URL's end */
+/* by sub_type: a card's quick reply and URL button take a payload or a
+ * text (the URL's end), its View (spm) button an action */
+static const unsigned  wa_send_card_buttons[] = {
+    (1u << WA_SEND_PARAM_TEXT) | (1u << WA_SEND_PARAM_PAYLOAD),
+    (1u << WA_SEND_PARAM_TEXT) | (1u << WA_SEND_PARAM_PAYLOAD),
+    1u << WA_SEND_PARAM_ACTION
+};
+
+/* a card's header is its image or video, or the product of a product
+ * card */
 static const wa_send_components_t  wa_send_in_card = {
     wa_send_card_types, wa_send_card_sub_types, " of a carousel card", {
-        (1u << WA_SEND_PARAM_IMAGE) | (1u << WA_SEND_PARAM_VIDEO),
+        (1u << WA_SEND_PARAM_IMAGE) | (1u << WA_SEND_PARAM_VIDEO)
+        | (1u << WA_SEND_PARAM_PRODUCT),
 
         WA_SEND_BODY_PARAMS,
 
-        (1u << WA_SEND_PARAM_TEXT) | (1u << WA_SEND_PARAM_PAYLOAD),
+        0,                              /* by sub_type: buttons */
 
         0, 0
-    }
+    }, wa_send_card_buttons
 };
 
 static const char *const  wa_send_interactive_names[] = {
-    "button", "list", "cta_url", "flow", "location_request_message", NULL
+    "button", "list", "cta_url", "flow", "location_request_message",
+    "product", "product_list", "catalog_message", "carousel", NULL
 };
 
 static const char *const  wa_send_cta_url_name[] = { "cta_url", NULL };
 static const char *const  wa_send_flow_name[] = { "flow", NULL };
 static const char *const  wa_send_location_name[] = { "send_location", NULL };
+static const char *const  wa_send_catalog_name[] = {
+    "catalog_message", NULL
+};
 
 static const wa_send_named_action_t  wa_send_cta_url = {
-    wa_send_cta_url_name, wa_send_cta_parameters
+    wa_send_cta_url_name, wa_send_cta_parameters, 1
 };
 static const wa_send_named_action_t  wa_send_flow = {
-    wa_send_flow_name, wa_send_flow_parameters
+    wa_send_flow_name, wa_send_flow_parameters, 1
 };
 static const wa_send_named_action_t  wa_send_location_request = {
-    wa_send_location_name, NULL
+    wa_send_location_name, NULL, 0
 };
-
-static const wa_send_interactive_t  wa_send_interactives[] = {
-    { 1024, WA_SEND_HEADER_MEDIA, 1, wa_send_buttons, NULL },
-    { 4096, WA_SEND_HEADER_TEXT, 1, wa_send_list, NULL },
-    { 1024, WA_SEND_HEADER_MEDIA, 1, wa_send_named_action, &wa_send_cta_url },
-    { 1024, WA_SEND_HEADER_TEXT, 1, wa_send_named_action, &wa_send_flow },
-    { 1024, WA_SEND_HEADER_NONE, 0, wa_send_named_action,
-      &wa_send_location_request }
+/* without parameters, the first product of the catalog is the thumbnail */
+static const wa_send_named_action_t  wa_send_catalog = {
+    wa_send_catalog_name, wa_send_catalog_parameters, 0
 };
 
 static const char *const  wa_send_header_types[] = {
     "text", "image", "video", "document", NULL
 };
 static const char *const  wa_send_header_text[] = { "text", NULL };
+static const char *const  wa_send_header_card[] = { "image", "video", NULL };
+
+/* by interactive type, in the order of wa_send_interactive_names */
+static const wa_send_interactive_t  wa_send_interactives[] = {
+    { 1024, WA_SEND_BODY | WA_SEND_FOOTER, wa_send_header_types,
+      wa_send_buttons, NULL },
+    { 4096, WA_SEND_BODY | WA_SEND_FOOTER, wa_send_header_text,
+      wa_send_list, NULL },
+    { 1024, WA_SEND_BODY | WA_SEND_FOOTER, wa_send_header_types,
+      wa_send_named_action, &wa_send_cta_url },
+    { 1024, WA_SEND_BODY | WA_SEND_FOOTER, wa_send_header_text,
+      wa_send_named_action, &wa_send_flow },
+    { 1024, WA_SEND_BODY, NULL,
+      wa_send_named_action, &wa_send_location_request },
+
+    /* the catalog gives a product's image, name and price */
+    { 1024, WA_SEND_FOOTER, NULL,
+      wa_send_product, NULL },
+    { 1024, WA_SEND_BODY | WA_SEND_FOOTER | WA_SEND_HEADER,
+      wa_send_header_text, wa_send_product_list, NULL },
+    { 1024, WA_SEND_BODY | WA_SEND_FOOTER, NULL,
+      wa_send_named_action, &wa_send_catalog },
+
+    /* the cards have headers, bodies and buttons, the message only a body */
+    { 1024, WA_SEND_BODY, NULL,
+      wa_send_interactive_carousel, NULL }
+};
+
+/* what the sections of a list or a multi-product message hold */
+static const wa_send_sections_t  wa_send_rows = {
+    "rows", "rows", WA_SEND_ROWS_MAX, wa_send_row, "id"
+};
+static const wa_send_sections_t  wa_send_products = {
+    "product_items", "products", WA_SEND_PRODUCTS_MAX, wa_send_product_item,
+    NULL
+};
 
 
 int
@@ -1464,7 +1562,7 @@ wa_send_language_code(const char *s)
 static int
 wa_send_component(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
 {
-    int               unused, lto;
+    int               lto;
     wa_send_params_t  params;
 
     static const char *const  names[] = {
@@ -1472,6 +1570,7 @@ wa_send_component(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
     };
 
     params.in = arg;
+    params.sub_type = -1;
 
     if (wa_send_object(ctx, v, names) != 0
         || wa_send_enum(ctx, v, "type", 1, params.in->types, 1,
@@ -1482,7 +1581,7 @@ wa_send_component(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
 
     if (params.component == WA_SEND_COMPONENT_BUTTON) {
         if (wa_send_enum(ctx, v, "sub_type", 1, params.in->sub_types, 1,
-                         &unused) != 0
+                         &params.sub_type) != 0
             || wa_send_button_index(ctx, v) != 0)
         {
             return -1;
@@ -1546,16 +1645,13 @@ wa_send_button_index(wa_send_ctx_t *ctx, yajl_val obj)
 
 
 /*
- * A media card carousel: up to 10 cards, each with its own components and
- * at its own card_index; the carousel itself has no parameters.
+ * A media or product card carousel: up to 10 cards, each with its own
+ * components and at its own card_index; the carousel itself has no
+ * parameters.
  */
 static int
 wa_send_carousel(wa_send_ctx_t *ctx, yajl_val v)
 {
-    size_t    i;
-    unsigned  seen, bit;
-    yajl_val  cards;
-
     if (wa_json_get(v, "parameters") != NULL) {
         return wa_send_error(ctx, "parameters", "is not allowed in a "
                              "carousel component: its cards have theirs");
@@ -1567,25 +1663,7 @@ wa_send_carousel(wa_send_ctx_t *ctx, yajl_val v)
         return -1;
     }
 
-    cards = wa_json_get(v, "cards");
-    seen = 0;
-
-    for (i = 0; i < cards->u.array.len; i++) {
-        bit = 1u << YAJL_GET_INTEGER(wa_json_get(cards->u.array.values[i],
-                                                 "card_index"));
-
-        if (seen & bit) {
-            wa_send_push(ctx, "cards");
-            wa_send_push_index(ctx, i);
-
-            return wa_send_error(ctx, "card_index", "is the same as another "
-                                 "card's");
-        }
-
-        seen |= bit;
-    }
-
-    return 0;
+    return wa_send_card_indexes(ctx, wa_json_get(v, "cards"));
 }
 
 
@@ -1609,7 +1687,8 @@ wa_send_card(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
 }
 
 
-/* Meta requires the header of every card: its one image or video */
+/* Meta requires the header of every card: its one image or video, or its
+ * product */
 static int
 wa_send_card_header(wa_send_ctx_t *ctx, yajl_val components)
 {
@@ -1634,27 +1713,62 @@ wa_send_card_header(wa_send_ctx_t *ctx, yajl_val components)
         wa_send_push(ctx, "components");
         wa_send_push_index(ctx, i);
 
-        return wa_send_error(ctx, "parameters", "must be one image or "
-                             "video: Meta requires the header of every "
-                             "card");
+        return wa_send_error(ctx, "parameters", "must be one image, video "
+                             "or product: Meta requires the header of "
+                             "every card");
     }
 
     return wa_send_error(ctx, "components", "needs a header with the "
-                         "card's image or video: Meta requires one in "
-                         "every card");
+                         "card's image, video or product: Meta requires "
+                         "one in every card");
 }
 
 
-/* arg: a wa_send_params_t, whose component limits the parameter types */
+/* each card at its own card_index, which its card's check kept to 0..9 */
+static int
+wa_send_card_indexes(wa_send_ctx_t *ctx, yajl_val cards)
+{
+    size_t    i;
+    unsigned  seen, bit;
+
+    seen = 0;
+
+    for (i = 0; i < cards->u.array.len; i++) {
+        bit = 1u << YAJL_GET_INTEGER(wa_json_get(cards->u.array.values[i],
+                                                 "card_index"));
+
+        if (seen & bit) {
+            wa_send_push(ctx, "cards");
+            wa_send_push_index(ctx, i);
+
+            return wa_send_error(ctx, "card_index", "is the same as another "
+                                 "card's");
+        }
+
+        seen |= bit;
+    }
+
+    return 0;
+}
+
+
+/*
+ * arg: a wa_send_params_t, whose component (a button's sub_type) limits the
+ * parameter types
+ */
 static int
 wa_send_parameter(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
 {
     int                      component, type;
+    unsigned                 allowed;
     const char              *names[4];
     const wa_send_params_t  *params;
 
     params = arg;
     component = params->component;
+    allowed = (component == WA_SEND_COMPONENT_BUTTON)
+              ? params->in->buttons[params->sub_type]
+              : params->in->params[component];
 
     if (!YAJL_IS_OBJECT(v)) {
         return wa_send_error(ctx, NULL, "must be an object");
@@ -1666,7 +1780,7 @@ wa_send_parameter(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
         return -1;
     }
 
-    if (!(params->in->params[component] & (1u << type))) {
+    if (!(allowed & (1u << type))) {
         return wa_send_error(ctx, "type", "is not allowed in a %s "
                              "component%s",
                              wa_send_component_types[component],
@@ -1721,7 +1835,10 @@ wa_send_parameter(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
         return wa_send_member(ctx, v, "limited_time_offer", 1, wa_send_lto,
                               NULL);
 
-    default: /* WA_SEND_PARAM_ACTION: flow, catalog or mpm data */
+    case WA_SEND_PARAM_PRODUCT:
+        return wa_send_member(ctx, v, "product", 1, wa_send_product, NULL);
+
+    default: /* WA_SEND_PARAM_ACTION: flow, catalog, mpm or spm data */
         return wa_send_member(ctx, v, "action", 1, wa_send_any_object, NULL);
     }
 }
@@ -1795,12 +1912,38 @@ wa_send_lto(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
 }
 
 
+/*
+ * A product of the catalog: the action of a single-product message or of
+ * a product card, a template's product header.
+ */
+static int
+wa_send_product(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
+{
+    static const char *const  names[] = {
+        "catalog_id", "product_retailer_id", NULL
+    };
+
+    (void) arg;
+
+    if (wa_send_object(ctx, v, names) != 0
+        || wa_send_string(ctx, v, "catalog_id", 1, 1, WA_SEND_ANY, NULL) != 0
+        || wa_send_string(ctx, v, "product_retailer_id", 1, 1, WA_SEND_ANY,
+                          NULL) != 0)
+    {
+        return -1;
+    }
+
+    return 0;
+}
+
+
 /* interactive messages */
 
 static int
 wa_send_interactive(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
 {
     int                           type;
+    const char                   *name;
     const wa_send_interactive_t  *ia;
 
     static const char *const  names[] = {
@@ -1817,22 +1960,23 @@ wa_send_interactive(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
     }
 
     ia = &wa_send_interactives[type];
+    name = wa_send_interactive_names[type];
 
-    if (ia->header == WA_SEND_HEADER_NONE && wa_json_get(v, "header") != NULL)
-    {
+    if (ia->headers == NULL && wa_json_get(v, "header") != NULL) {
         return wa_send_error(ctx, "header", "is not allowed with "
-                             "interactive type %s",
-                             wa_send_interactive_names[type]);
+                             "interactive type %s", name);
     }
 
-    if (!ia->footer && wa_json_get(v, "footer") != NULL) {
+    if (!(ia->parts & WA_SEND_FOOTER) && wa_json_get(v, "footer") != NULL) {
         return wa_send_error(ctx, "footer", "is not allowed with "
-                             "interactive type %s",
-                             wa_send_interactive_names[type]);
+                             "interactive type %s", name);
     }
 
-    if (wa_send_member(ctx, v, "header", 0, wa_send_header, ia) != 0
-        || wa_send_text_object(ctx, v, "body", 1, ia->body_max) != 0
+    if (wa_send_member(ctx, v, "header", (ia->parts & WA_SEND_HEADER) != 0,
+                       wa_send_header, ia->headers) != 0
+        || wa_send_text_object(ctx, v, "body",
+                               (ia->parts & WA_SEND_BODY) != 0,
+                               ia->body_max) != 0
         || wa_send_text_object(ctx, v, "footer", 0, 60) != 0
         || wa_send_member(ctx, v, "action", 1, ia->action, ia->action_arg)
            != 0)
@@ -1844,46 +1988,44 @@ wa_send_interactive(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
 }
 
 
-/* arg: the wa_send_interactive_t, whether media headers are allowed */
+/* arg: the header types allowed, some of wa_send_header_types */
 static int
 wa_send_header(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
 {
-    int                           type, i;
-    const char                   *name;
-    const wa_send_interactive_t  *ia;
+    int                 type, i;
+    const char         *name, *given;
+    const char *const  *types;
 
     static const char *const  names[] = {
         "type", "text", "image", "video", "document", NULL
     };
 
-    ia = arg;
+    types = arg;
 
     if (wa_send_object(ctx, v, names) != 0
-        || wa_send_enum(ctx, v, "type", 1,
-                        (ia->header == WA_SEND_HEADER_MEDIA)
-                        ? wa_send_header_types : wa_send_header_text,
-                        0, &type) != 0)
+        || wa_send_enum(ctx, v, "type", 1, types, 0, &type) != 0)
     {
         return -1;
     }
 
+    given = types[type];
+
     for (i = 0; wa_send_header_types[i] != NULL; i++) {
         name = wa_send_header_types[i];
 
-        if (i != type && wa_json_get(v, name) != NULL) {
+        if (strcmp(name, given) != 0 && wa_json_get(v, name) != NULL) {
             return wa_send_error(ctx, name, "is not allowed with header "
-                                 "type %s", wa_send_header_types[type]);
+                                 "type %s", given);
         }
     }
 
-    if (type == 0) {
+    if (strcmp(given, "text") == 0) {
         return wa_send_string(ctx, v, "text", 1, 1, 60, NULL);
     }
 
-    return wa_send_member(ctx, v, wa_send_header_types[type], 1,
-                          wa_send_media,
-                          (type == 3) ? &wa_send_part_document
-                                      : &wa_send_part);
+    return wa_send_member(ctx, v, given, 1, wa_send_media,
+                          (strcmp(given, "document") == 0)
+                          ? &wa_send_part_document : &wa_send_part);
 }
 
 
@@ -1930,8 +2072,8 @@ wa_send_buttons(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
     (void) arg;
 
     if (wa_send_object(ctx, v, names) != 0
-        || wa_send_array(ctx, v, "buttons", 1, 3, wa_send_reply_button, NULL)
-           != 0)
+        || wa_send_array(ctx, v, "buttons", 1, 3, wa_send_reply_button,
+                         "reply") != 0)
     {
         return -1;
     }
@@ -1959,19 +2101,24 @@ wa_send_buttons(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
 }
 
 
+/* {"type": T, T: {"id", "title"}}; arg: T, "reply" (a reply button) or
+ * "quick_reply" (in a media card) */
 static int
 wa_send_reply_button(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
 {
-    int  unused;
+    int          unused;
+    const char  *names[3], *types[2];
 
-    static const char *const  names[] = { "type", "reply", NULL };
-    static const char *const  types[] = { "reply", NULL };
+    types[0] = arg;
+    types[1] = NULL;
 
-    (void) arg;
+    names[0] = "type";
+    names[1] = types[0];
+    names[2] = NULL;
 
     if (wa_send_object(ctx, v, names) != 0
         || wa_send_enum(ctx, v, "type", 1, types, 0, &unused) != 0
-        || wa_send_member(ctx, v, "reply", 1, wa_send_reply, NULL) != 0)
+        || wa_send_member(ctx, v, types[0], 1, wa_send_reply, NULL) != 0)
     {
         return -1;
     }
@@ -2009,10 +2156,6 @@ wa_send_reply_id(yajl_val button)
 static int
 wa_send_list(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
 {
-    size_t          i, n, old;
-    yajl_val        sections;
-    wa_send_rows_t  rows;
-
     static const char *const  names[] = { "button", "sections", NULL };
 
     (void) arg;
@@ -2023,7 +2166,38 @@ wa_send_list(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
         return -1;
     }
 
-    sections = wa_json_get(v, "sections");
+    return wa_send_sections(ctx, v, &wa_send_rows);
+}
+
+
+/* a multi-product message: products of one catalog, in sections */
+static int
+wa_send_product_list(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
+{
+    static const char *const  names[] = { "catalog_id", "sections", NULL };
+
+    (void) arg;
+
+    if (wa_send_object(ctx, v, names) != 0
+        || wa_send_string(ctx, v, "catalog_id", 1, 1, WA_SEND_ANY, NULL) != 0)
+    {
+        return -1;
+    }
+
+    return wa_send_sections(ctx, v, &wa_send_products);
+}
+
+
+/* the 1 to 10 sections of a list or a multi-product message */
+static int
+wa_send_sections(wa_send_ctx_t *ctx, yajl_val obj,
+    const wa_send_sections_t *of)
+{
+    size_t          i, n, old;
+    yajl_val        sections;
+    wa_send_rows_t  rows;
+
+    sections = wa_json_get(obj, "sections");
 
     if (sections == NULL) {
         return wa_send_error(ctx, "sections", "is required");
@@ -2045,6 +2219,7 @@ wa_send_list(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
         return wa_send_error(ctx, NULL, "has more than 10 items");
     }
 
+    rows.of = of;
     rows.n = 0;
 
     for (i = 0; i < n; i++) {
@@ -2064,14 +2239,24 @@ wa_send_list(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
 }
 
 
+/*
+ * Row ids come back in the reply webhook: unique across sections.  Rows
+ * are at most WA_SEND_ROWS_MAX in all, so their ids fit in rows->ids.
+ */
 static int
 wa_send_section(wa_send_ctx_t *ctx, yajl_val v, int titled,
     wa_send_rows_t *rows)
 {
-    size_t    i, old;
-    yajl_val  list;
+    size_t                     i, j, old;
+    yajl_val                   list, item;
+    const char                *names[3], *id;
+    const wa_send_sections_t  *of;
 
-    static const char *const  names[] = { "title", "rows", NULL };
+    of = rows->of;
+
+    names[0] = "title";
+    names[1] = of->name;
+    names[2] = NULL;
 
     if (wa_send_object(ctx, v, names) != 0
         || wa_send_string(ctx, v, "title", titled, 1, 24, NULL) != 0)
@@ -2079,13 +2264,13 @@ wa_send_section(wa_send_ctx_t *ctx, yajl_val v, int titled,
         return -1;
     }
 
-    list = wa_json_get(v, "rows");
+    list = wa_json_get(v, of->name);
 
     if (list == NULL) {
-        return wa_send_error(ctx, "rows", "is required");
+        return wa_send_error(ctx, of->name, "is required");
     }
 
-    wa_send_push(ctx, "rows");
+    wa_send_push(ctx, of->name);
 
     if (!YAJL_IS_ARRAY(list)) {
         return wa_send_error(ctx, NULL, "must be an array");
@@ -2095,17 +2280,33 @@ wa_send_section(wa_send_ctx_t *ctx, yajl_val v, int titled,
         return wa_send_error(ctx, NULL, "must not be empty");
     }
 
-    if (list->u.array.len > WA_SEND_ROWS_MAX - rows->n) {
-        return wa_send_error(ctx, NULL, "makes more than 10 rows in all "
-                             "sections");
+    if (list->u.array.len > of->max - rows->n) {
+        return wa_send_error(ctx, NULL, "makes more than %zu %s in all "
+                             "sections", of->max, of->noun);
     }
 
     for (i = 0; i < list->u.array.len; i++) {
         old = wa_send_push_index(ctx, i);
+        item = list->u.array.values[i];
 
-        if (wa_send_row(ctx, list->u.array.values[i], rows) != 0) {
+        if (of->item(ctx, item, NULL) != 0) {
             return -1;
         }
+
+        if (of->id != NULL) {
+            id = wa_json_get(item, of->id)->u.string;
+
+            for (j = 0; j < rows->n; j++) {
+                if (strcmp(id, rows->ids[j]) == 0) {
+                    return wa_send_error(ctx, of->id, "is the same as "
+                                         "another row's");
+                }
+            }
+
+            rows->ids[rows->n] = id;
+        }
+
+        rows->n++;
 
         wa_send_pop(ctx, old);
     }
@@ -2114,32 +2315,40 @@ wa_send_section(wa_send_ctx_t *ctx, yajl_val v, int titled,
 }
 
 
-/* row ids come back in the reply webhook: unique across sections */
 static int
-wa_send_row(wa_send_ctx_t *ctx, yajl_val v, wa_send_rows_t *rows)
+wa_send_row(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
 {
-    size_t       i;
-    const char  *id;
-
     static const char *const  names[] = {
         "id", "title", "description", NULL
     };
 
+    (void) arg;
+
     if (wa_send_object(ctx, v, names) != 0
-        || wa_send_string(ctx, v, "id", 1, 1, 200, &id) != 0
+        || wa_send_string(ctx, v, "id", 1, 1, 200, NULL) != 0
         || wa_send_string(ctx, v, "title", 1, 1, 24, NULL) != 0
         || wa_send_string(ctx, v, "description", 0, 0, 72, NULL) != 0)
     {
         return -1;
     }
 
-    for (i = 0; i < rows->n; i++) {
-        if (strcmp(id, rows->ids[i]) == 0) {
-            return wa_send_error(ctx, "id", "is the same as another row's");
-        }
-    }
+    return 0;
+}
 
-    rows->ids[rows->n++] = id;
+
+static int
+wa_send_product_item(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
+{
+    static const char *const  names[] = { "product_retailer_id", NULL };
+
+    (void) arg;
+
+    if (wa_send_object(ctx, v, names) != 0
+        || wa_send_string(ctx, v, "product_retailer_id", 1, 1, WA_SEND_ANY,
+                          NULL) != 0)
+    {
+        return -1;
+    }
 
     return 0;
 }
@@ -2160,8 +2369,8 @@ wa_send_named_action(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
     if (wa_send_object(ctx, v, na->parameters ? with : without) != 0
         || wa_send_enum(ctx, v, "name", 1, na->name, 0, &unused) != 0
         || (na->parameters
-            && wa_send_member(ctx, v, "parameters", 1, na->parameters,
-                              NULL) != 0))
+            && wa_send_member(ctx, v, "parameters", na->required,
+                              na->parameters, NULL) != 0))
     {
         return -1;
     }
@@ -2182,6 +2391,226 @@ wa_send_cta_parameters(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
         || wa_send_url(ctx, v, "url", 1) != 0)
     {
         return -1;
+    }
+
+    return 0;
+}
+
+
+/* the product whose image heads a catalog message */
+static int
+wa_send_catalog_parameters(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
+{
+    static const char *const  names[] = {
+        "thumbnail_product_retailer_id", NULL
+    };
+
+    (void) arg;
+
+    if (wa_send_object(ctx, v, names) != 0
+        || wa_send_string(ctx, v, "thumbnail_product_retailer_id", 0, 1,
+                          WA_SEND_ANY, NULL) != 0)
+    {
+        return -1;
+    }
+
+    return 0;
+}
+
+
+/*
+ * An interactive carousel's 2 to 10 cards, each at its own card_index:
+ * media cards or product cards, alike.
+ */
+static int
+wa_send_interactive_carousel(wa_send_ctx_t *ctx, yajl_val v,
+    const void *arg)
+{
+    yajl_val  cards;
+
+    static const char *const  names[] = { "cards", NULL };
+
+    (void) arg;
+
+    if (wa_send_object(ctx, v, names) != 0
+        || wa_send_array(ctx, v, "cards", 1, WA_SEND_CARDS_MAX,
+                         wa_send_interactive_card, NULL) != 0)
+    {
+        return -1;
+    }
+
+    cards = wa_json_get(v, "cards");
+
+    if (cards->u.array.len < WA_SEND_CARDS_MIN) {
+        return wa_send_error(ctx, "cards", "has fewer than 2 items: Meta "
+                             "requires 2 to 10 cards");
+    }
+
+    if (wa_send_card_indexes(ctx, cards) != 0
+        || wa_send_cards_alike(ctx, cards) != 0)
+    {
+        return -1;
+    }
+
+    return 0;
+}
+
+
+/*
+ * A media card: its image or video, maybe a body, a URL button or quick
+ * replies; or a product card, which the catalog fills.
+ */
+static int
+wa_send_interactive_card(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
+{
+    int          type;
+    size_t       breaks;
+    yajl_val     body;
+    const char  *p;
+
+    static const char *const  names[] = {
+        "card_index", "type", "header", "body", "action", NULL
+    };
+    static const char *const  types[] = { "cta_url", "product", NULL };
+
+    (void) arg;
+
+    if (wa_send_object(ctx, v, names) != 0
+        || wa_send_integer(ctx, v, "card_index", 0, WA_SEND_CARDS_MAX - 1,
+                           "must be an integer from 0 to 9") != 0
+        || wa_send_enum(ctx, v, "type", 1, types, 0, &type) != 0)
+    {
+        return -1;
+    }
+
+    if (type == 1) {
+        if (wa_json_get(v, "header") != NULL) {
+            return wa_send_error(ctx, "header", "is not allowed in a product "
+                                 "card: the catalog gives its image");
+        }
+
+        if (wa_json_get(v, "body") != NULL) {
+            return wa_send_error(ctx, "body", "is not allowed in a product "
+                                 "card: the catalog gives its text");
+        }
+
+        return wa_send_member(ctx, v, "action", 1, wa_send_product, NULL);
+    }
+
+    if (wa_send_member(ctx, v, "header", 1, wa_send_header,
+                       wa_send_header_card) != 0
+        || wa_send_text_object(ctx, v, "body", 0, WA_SEND_CARD_BODY_MAX) != 0
+        || wa_send_member(ctx, v, "action", 1, wa_send_card_action, NULL)
+           != 0)
+    {
+        return -1;
+    }
+
+    body = wa_json_get(v, "body");
+
+    if (body == NULL) {
+        return 0;
+    }
+
+    breaks = 0;
+
+    for (p = wa_json_get(body, "text")->u.string; *p != '\0'; p++) {
+        breaks += (*p == '\n');
+    }
+
+    if (breaks > WA_SEND_CARD_BREAKS) {
+        wa_send_push(ctx, "body");
+
+        return wa_send_error(ctx, "text", "has more than 2 line breaks");
+    }
+
+    return 0;
+}
+
+
+/* a media card's one URL button, as a cta_url message's, or quick replies */
+static int
+wa_send_card_action(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
+{
+    static const char *const  names[] = { "buttons", NULL };
+
+    (void) arg;
+
+    if (wa_json_get(v, "buttons") == NULL) {
+        return wa_send_named_action(ctx, v, &wa_send_cta_url);
+    }
+
+    if (wa_json_get(v, "name") != NULL
+        || wa_json_get(v, "parameters") != NULL)
+    {
+        return wa_send_error(ctx, "buttons", "is for quick replies: a card "
+                             "has a URL button (name, parameters) or quick "
+                             "replies, not both");
+    }
+
+    if (wa_send_object(ctx, v, names) != 0
+        || wa_send_array(ctx, v, "buttons", 1, WA_SEND_ANY,
+                         wa_send_reply_button, "quick_reply") != 0)
+    {
+        return -1;
+    }
+
+    return 0;
+}
+
+
+/*
+ * Meta's carousel cards are alike: all of one type; a product carousel's
+ * from one catalog; a media carousel's with the same buttons, a URL button
+ * or as many quick replies.
+ */
+static int
+wa_send_cards_alike(wa_send_ctx_t *ctx, yajl_val cards)
+{
+    size_t       i, old;
+    yajl_val     card, action, buttons, first, first_buttons;
+    const char  *type;
+
+    first = wa_json_get(cards->u.array.values[0], "action");
+    first_buttons = wa_json_get(first, "buttons");
+    type = wa_json_get(cards->u.array.values[0], "type")->u.string;
+
+    for (i = 1; i < cards->u.array.len; i++) {
+        card = cards->u.array.values[i];
+        action = wa_json_get(card, "action");
+        buttons = wa_json_get(action, "buttons");
+
+        old = wa_send_push(ctx, "cards");
+        wa_send_push_index(ctx, i);
+
+        if (strcmp(wa_json_get(card, "type")->u.string, type) != 0) {
+            return wa_send_error(ctx, "type", "must be %s, as in cards[0]: "
+                                 "a carousel's cards are all of one type",
+                                 type);
+        }
+
+        if (strcmp(type, "product") == 0) {
+            if (strcmp(wa_json_get(action, "catalog_id")->u.string,
+                       wa_json_get(first, "catalog_id")->u.string)
+                != 0)
+            {
+                wa_send_push(ctx, "action");
+
+                return wa_send_error(ctx, "catalog_id", "must be the same "
+                                     "in every card, as in cards[0]");
+            }
+
+        } else if ((buttons == NULL) != (first_buttons == NULL)
+                   || (buttons != NULL
+                       && buttons->u.array.len
+                          != first_buttons->u.array.len))
+        {
+            return wa_send_error(ctx, "action", "must have the buttons of "
+                                 "cards[0]: a URL button, or as many quick "
+                                 "replies, in every card");
+        }
+
+        wa_send_pop(ctx, old);
     }
 
     return 0;

@@ -38,6 +38,37 @@ sub card {
                    parameters => [ { type => 'text', text => "item/$i" } ] } ] };
 }
 
+# a product card of a template carousel: the product, its View button
+sub product_card {
+    my ($i) = @_;
+    return { card_index => 0 + $i,
+             components => [
+                 { type => 'header', parameters => [
+                     { type => 'product',
+                       product => { product_retailer_id => "sku-$i",
+                                    catalog_id => '194836987003835' } } ] },
+                 { type => 'button', sub_type => 'spm', index => 0,
+                   parameters => [ { type => 'action', action => {} } ] } ] };
+}
+
+# an interactive carousel's media card (URL button) and product card
+sub media_card {
+    my ($i) = @_;
+    return { card_index => 0 + $i, type => 'cta_url',
+             header => { type => 'image',
+                         image => { link => "https://example.com/$i.jpg" } },
+             body => { text => "*Plant $i*\n\nEasy to care for" },
+             action => { name => 'cta_url',
+                         parameters => { display_text => 'Buy now',
+                                         url => "https://example.com/p/$i" } } };
+}
+sub interactive_product_card {
+    my ($i, $catalog) = @_;
+    return { card_index => 0 + $i, type => 'product',
+             action => { product_retailer_id => "sku-$i",
+                         catalog_id => $catalog // '194836987003835' } };
+}
+
 my $wamid_in = 'wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA=';
 my %types = (
     text => { type => 'text',
@@ -144,6 +175,51 @@ my %types = (
                  action => { name => 'cta_url',
                              parameters => { display_text => 'See Dates',
                                              url => 'https://example.com/d' } } } },
+    # commerce: a product, products in sections, the catalog, carousels
+    product => { type => 'interactive',
+                 interactive => {
+                     type => 'product', body => { text => 'Back in stock' },
+                     footer => { text => 'Lucky Shrub' },
+                     action => { catalog_id => '194836987003835',
+                                 product_retailer_id => 'nqryix03ez' } } },
+    products => { type => 'interactive',
+                  interactive => {
+                      type => 'product_list',
+                      header => { type => 'text', text => 'Our picks' },
+                      body => { text => 'Rare succulents' },
+                      action => { catalog_id => '194836987003835', sections => [
+                          { title => 'Echeverias', product_items => [
+                              map { { product_retailer_id => "e$_" } } 1 .. 20 ] },
+                          { title => 'Aloes', product_items => [
+                              map { { product_retailer_id => "a$_" } } 1 .. 10 ] } ] } } },
+    catalog => { type => 'interactive',
+                 interactive => {
+                     type => 'catalog_message',
+                     body => { text => 'Visit our catalog' },
+                     footer => { text => 'Best deals on WhatsApp!' },
+                     action => { name => 'catalog_message',
+                                 parameters => {
+                                     thumbnail_product_retailer_id => '2lc20305pt' } } } },
+    media_carousel => { type => 'interactive',
+                        interactive => {
+                            type => 'carousel',
+                            body => { text => 'Our latest arrivals:' },
+                            action => { cards => [ map { media_card($_) } 0 .. 2 ] } } },
+    product_carousel => { type => 'interactive',
+                          interactive => {
+                              type => 'carousel',
+                              body => { text => 'Check out our featured products!' },
+                              action => { cards => [
+                                  map { interactive_product_card($_) } 1, 0 ] } } },
+    product_cards => { type => 'template',
+                       template => {
+                           name => 'carousel_template_product_cards_v1',
+                           language => { code => 'en_US' },
+                           components => [
+                               { type => 'body', parameters => [
+                                   { type => 'text', text => 'Pablo' } ] },
+                               { type => 'carousel',
+                                 cards => [ map { product_card($_) } 0 .. 2 ] } ] } },
 );
 
 my %id;
@@ -193,6 +269,12 @@ like($canonical->encode($t->received($id{carousel})->[0]{body}{template}),
 like($canonical->encode($t->received($id{offer})->[0]{body}{template}),
      qr/\{"expiration_time_ms":1708804800000\}/,
      'offer: expiration_time_ms a number');
+like($canonical->encode($t->received($id{product_carousel})->[0]{body}{interactive}),
+     qr/"cards":\[\{"action":\{[^}]*\},"card_index":1,.*"card_index":0,/,
+     'product carousel: cards in the order sent, each card_index a number');
+like($canonical->encode($t->received($id{product_cards})->[0]{body}{template}),
+     qr/"action":\{\},"type":"action"/,
+     'product card template: the View button\'s empty action kept');
 
 # events: message.new queued (no wamid yet), then accepted, sent,
 # delivered, read, in that order, all with our id
@@ -249,6 +331,20 @@ my @bad = (
                       components => [ { type => 'carousel',
                                         cards => [ card(3), card(3) ] } ] } },
       qr/^template\.components\[0\]\.cards\[1\]\.card_index is the same/ ],
+    [ { to => $TO, type => 'interactive',
+        interactive => { type => 'carousel', body => { text => 'b' },
+                         action => { cards => [
+                             interactive_product_card(0),
+                             interactive_product_card(1, '42') ] } } },
+      qr/^interactive\.action\.cards\[1\]\.action\.catalog_id must be the same/ ],
+    [ { to => $TO, type => 'interactive',
+        interactive => { type => 'product_list',
+                         header => { type => 'text', text => 'h' },
+                         body => { text => 'b' },
+                         action => { catalog_id => '1', sections => [
+                             { product_items => [
+                                 map { { product_retailer_id => "p$_" } } 1 .. 31 ] } ] } } },
+      qr/^interactive\.action\.sections\[0\]\.product_items makes more than 30 products/ ],
 );
 for my $case (@bad) {
     my $res = $t->send($case->[0]);

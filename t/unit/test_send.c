@@ -63,6 +63,63 @@
     TPL("{\"type\":\"limited_time_offer\",\"parameters\":[{\"type\":"     \
         "\"limited_time_offer\",\"limited_time_offer\":" offer "}]}")
 
+/* a template carousel card at index i for a product of the catalog, then
+ * these components */
+#define PRODUCT_CARD(i, components)                                       \
+    "{\"card_index\":" i ",\"components\":[{\"type\":\"header\","         \
+    "\"parameters\":[{\"type\":\"product\",\"product\":{"                \
+    "\"product_retailer_id\":\"sku" i "\",\"catalog_id\":\"1948\"}}]}"     \
+    components "]}"
+
+/* a card's View button */
+#define SPM_BUTTON                                                        \
+    ",{\"type\":\"button\",\"sub_type\":\"spm\",\"index\":0,"            \
+    "\"parameters\":[{\"type\":\"action\",\"action\":{}}]}"
+
+/* an interactive carousel of these cards */
+#define IA_CAROUSEL(cards)  IA("carousel", "{\"cards\":[" cards "]}")
+
+/* an interactive media card at index i: an image, a URL button */
+#define MEDIA_CARD(i)                                                     \
+    "{\"card_index\":" i ",\"type\":\"cta_url\",\"header\":{\"type\":"   \
+    "\"image\",\"image\":{\"link\":\"https://example.com/" i ".png\"}},"   \
+    "\"action\":{\"name\":\"cta_url\",\"parameters\":{\"display_text\":"  \
+    "\"Buy now\",\"url\":\"https://example.com/" i "\"}}}"
+
+/* an interactive media card at index 0 with these members too */
+#define MEDIA_CARD_OF(members)                                            \
+    "{\"card_index\":0,\"type\":\"cta_url\"," members "}"
+
+#define CARD_HEADER                                                       \
+    "\"header\":{\"type\":\"image\",\"image\":{\"id\":\"1\"}}"
+
+/* a media card's quick reply */
+#define QUICK_REPLY(id)                                                   \
+    "{\"type\":\"quick_reply\",\"quick_reply\":{\"id\":\"" id "\","       \
+    "\"title\":\"Reply " id "\"}}"
+
+/* an interactive product card at index i, of catalog c */
+#define PRODUCT(i, c)                                                     \
+    "{\"card_index\":" i ",\"type\":\"product\",\"action\":{"              \
+    "\"product_retailer_id\":\"sku" i "\",\"catalog_id\":\"" c "\"}}"
+
+/* a multi-product message with these sections */
+#define PRODUCT_LIST(sections)                                            \
+    B("\"type\":\"interactive\",\"interactive\":{\"type\":"             \
+      "\"product_list\",\"header\":{\"type\":\"text\",\"text\":"          \
+      "\"Our picks\"},\"body\":{\"text\":\"Pick some\"},\"action\":{"     \
+      "\"catalog_id\":\"1948\",\"sections\":[" sections "]}}")
+
+#define ITEM                "{\"product_retailer_id\":\"sku\"}"
+#define ITEMS10                                                           \
+    ITEM "," ITEM "," ITEM "," ITEM "," ITEM "," ITEM "," ITEM "," ITEM   \
+    "," ITEM "," ITEM
+
+/* an interactive message of type with these members */
+#define IA_OF(type, members)                                              \
+    B("\"type\":\"interactive\",\"interactive\":{\"type\":\"" type "\","  \
+      members "}")
+
 /* a flow message with these action parameters */
 #define FLOW(parameters)                                                  \
     IA("flow", "{\"name\":\"flow\",\"parameters\":{"                      \
@@ -74,6 +131,7 @@
 #define A24  A20 "aaaa"
 #define A60  A20 A20 A20
 #define A72  A60 "aaaaaaaaaaaa"
+#define A160 A60 A60 A20 A20
 
 
 static wa_send_request_t  req;
@@ -354,6 +412,119 @@ test_meta_examples(void)
                "\"parameters\":[{\"type\":\"text\",\"text\":\"n3mtql\"}]}"
                "]}")),
        "template: limited-time offer");
+
+    ok(valid(B("\"type\":\"template\",\"template\":{\"name\":"
+               "\"carousel_template_product_cards_v1\",\"language\":{"
+               "\"code\":\"en_US\"},\"components\":["
+               "{\"type\":\"body\",\"parameters\":[{\"type\":\"text\","
+               "\"text\":\"Pablo\"}]},"
+               "{\"type\":\"carousel\",\"cards\":["
+               "{\"card_index\":0,\"components\":[{\"type\":\"header\","
+               "\"parameters\":[{\"type\":\"product\",\"product\":{"
+               "\"product_retailer_id\":\"vrpj01fvwp\","
+               "\"catalog_id\":\"194836987003835\"}}]}]},"
+               "{\"card_index\":1,\"components\":[{\"type\":\"header\","
+               "\"parameters\":[{\"type\":\"product\",\"product\":{"
+               "\"product_retailer_id\":\"va2l5ioeat\","
+               "\"catalog_id\":\"194836987003835\"}}]}]},"
+               "{\"card_index\":2,\"components\":[{\"type\":\"header\","
+               "\"parameters\":[{\"type\":\"product\",\"product\":{"
+               "\"product_retailer_id\":\"sqpjv0mgde\","
+               "\"catalog_id\":\"194836987003835\"}}]}]}]}]}")),
+       "template: product card carousel");
+    ok(valid(B("\"type\":\"template\",\"template\":{\"name\":"
+               "\"spm_template_named_params\",\"language\":{\"code\":"
+               "\"en_US\"},\"components\":["
+               "{\"type\":\"header\",\"parameters\":[{\"type\":"
+               "\"product\",\"product\":{\"product_retailer_id\":"
+               "\"nqryix03ez\",\"catalog_id\":\"194836987003835\"}}]},"
+               "{\"type\":\"body\",\"parameters\":["
+               "{\"type\":\"text\",\"parameter_name\":\"code\","
+               "\"text\":\"25OFF\"},"
+               "{\"type\":\"text\",\"parameter_name\":\"percent\","
+               "\"text\":\"25%\"}]}]}")),
+       "template: single product");
+
+    ok(valid(B("\"type\":\"interactive\",\"interactive\":{\"type\":"
+               "\"product\",\"body\":{\"text\":\"BODY_TEXT\"},"
+               "\"footer\":{\"text\":\"FOOTER_TEXT\"},\"action\":{"
+               "\"catalog_id\":\"CATALOG_ID\",\"product_retailer_id\":"
+               "\"ID_TEST_ITEM_1\"}}")), "single product");
+    ok(valid(B("\"type\":\"interactive\",\"interactive\":{\"type\":"
+               "\"product_list\",\"header\":{\"type\":\"text\","
+               "\"text\":\"HEADER_CONTENT\"},\"body\":{\"text\":"
+               "\"BODY_CONTENT\"},\"footer\":{\"text\":\"FOOTER_CONTENT\"},"
+               "\"action\":{\"catalog_id\":\"CATALOG_ID\",\"sections\":["
+               "{\"title\":\"SECTION_TITLE\",\"product_items\":["
+               "{\"product_retailer_id\":\"PRODUCT-SKU\"},"
+               "{\"product_retailer_id\":\"PRODUCT-SKU\"}]},"
+               "{\"title\":\"SECTION_TITLE\",\"product_items\":["
+               "{\"product_retailer_id\":\"PRODUCT-SKU\"},"
+               "{\"product_retailer_id\":\"PRODUCT-SKU\"}]}]}}")),
+       "multi-product");
+    ok(valid(B("\"type\":\"interactive\",\"interactive\":{\"type\":"
+               "\"catalog_message\",\"body\":{\"text\":\"Hello! Thanks "
+               "for your interest. Ordering is easy. Just visit our catalog "
+               "and add items to purchase.\"},\"action\":{\"name\":"
+               "\"catalog_message\",\"parameters\":{"
+               "\"thumbnail_product_retailer_id\":\"2lc20305pt\"}},"
+               "\"footer\":{\"text\":\"Best grocery deals on WhatsApp!\"}}")),
+       "catalog message");
+    ok(valid(B("\"type\":\"interactive\",\"interactive\":{\"type\":"
+               "\"carousel\",\"body\":{\"text\":\"Of course! Here are "
+               "three of our latest arrivals, each under $25:\"},"
+               "\"action\":{\"cards\":["
+               "{\"card_index\":0,\"type\":\"cta_url\",\"header\":{"
+               "\"type\":\"image\",\"image\":{\"link\":"
+               "\"https://www.luckyshrub.com/assets/blue-echeveria.jpeg\"}},"
+               "\"body\":{\"text\":\"*Blue Echeveria*\\n\\nA "
+               "rosette-shaped succulent with powdery blue leaves, perfect "
+               "for brightening up any space.\"},\"action\":{\"name\":"
+               "\"cta_url\",\"parameters\":{\"display_text\":\"Buy now\","
+               "\"url\":\"https://shop.luckyshrub.com/latest/"
+               "blue-echeveria\"}}},"
+               "{\"card_index\":1,\"type\":\"cta_url\",\"header\":{"
+               "\"type\":\"image\",\"image\":{\"link\":"
+               "\"https://www.luckyshrub.com/assets/zebra-haworthia.jpeg\"}},"
+               "\"body\":{\"text\":\"*Zebra Haworthia*\\n\\nStriking "
+               "white stripes on deep green leaves give this compact "
+               "succulent a bold, modern look.\"},\"action\":{\"name\":"
+               "\"cta_url\",\"parameters\":{\"display_text\":\"Buy now\","
+               "\"url\":\"https://shop.luckyshrub.com/latest/"
+               "zebra-haworthia\"}}}]}}")),
+       "media carousel, URL buttons");
+    ok(valid(B("\"type\":\"interactive\",\"interactive\":{\"type\":"
+               "\"carousel\",\"body\":{\"text\":\"Of course! Here are "
+               "three of our latest arrivals, each under $25:\"},"
+               "\"action\":{\"cards\":["
+               "{\"card_index\":0,\"type\":\"cta_url\",\"header\":{"
+               "\"type\":\"image\",\"image\":{\"link\":"
+               "\"https://www.luckyshrub.com/assets/blue-echeveria.jpeg\"}},"
+               "\"action\":{\"buttons\":["
+               "{\"type\":\"quick_reply\",\"quick_reply\":{\"id\":"
+               "\"learn-blue-echeveria\",\"title\":\"Learn more\"}},"
+               "{\"type\":\"quick_reply\",\"quick_reply\":{\"id\":"
+               "\"fav-blue-echeveria\",\"title\":\"Add to favorites\"}}]}},"
+               "{\"card_index\":1,\"type\":\"cta_url\",\"header\":{"
+               "\"type\":\"image\",\"image\":{\"link\":"
+               "\"https://www.luckyshrub.com/assets/zebra-haworthia.jpeg\"}},"
+               "\"action\":{\"buttons\":["
+               "{\"type\":\"quick_reply\",\"quick_reply\":{\"id\":"
+               "\"learn-zebra-haworthia\",\"title\":\"Learn more\"}},"
+               "{\"type\":\"quick_reply\",\"quick_reply\":{\"id\":"
+               "\"fav-zebra-haworthia\",\"title\":\"Add to favorites\"}}"
+               "]}}]}}")),
+       "media carousel, quick replies");
+    ok(valid(B("\"type\":\"interactive\",\"interactive\":{\"type\":"
+               "\"carousel\",\"body\":{\"text\":\"Check out our featured "
+               "products!\"},\"action\":{\"cards\":["
+               "{\"card_index\":0,\"type\":\"product\",\"action\":{"
+               "\"product_retailer_id\":\"abc123xyz\",\"catalog_id\":"
+               "\"123456789\"}},"
+               "{\"card_index\":1,\"type\":\"product\",\"action\":{"
+               "\"product_retailer_id\":\"def456uvw\",\"catalog_id\":"
+               "\"123456789\"}}]}}")),
+       "product carousel");
 
     ok(valid(B("\"context\":{\"message_id\":\"wamid.HBgL\"}," TEXT_OK)),
        "reply to a message");
@@ -1036,13 +1207,15 @@ test_carousel(void)
                "needs a header"), "card without a header");
     ok(refused(CARD_OF("{\"type\":\"header\"}"),
                "template.components[0].cards[0].components[0].parameters",
-               "must be one image or video"), "card header without media");
+               "must be one image, video or product"),
+       "card header without media");
     ok(refused(CARD_OF("{\"type\":\"body\"},{\"type\":\"header\","
                        "\"parameters\":[{\"type\":\"image\",\"image\":{"
                        "\"id\":\"1\"}},{\"type\":\"image\",\"image\":{"
                        "\"id\":\"2\"}}]}"),
                "template.components[0].cards[0].components[1].parameters",
-               "must be one image or video"), "card header of two images");
+               "must be one image, video or product"),
+       "card header of two images");
     ok(refused(CARD_OF(CARD_IMAGE ",{\"type\":\"button\",\"sub_type\":"
                        "\"copy_code\",\"index\":0,\"parameters\":[{"
                        "\"type\":\"coupon_code\",\"coupon_code\":\"X\"}]}"),
@@ -1061,6 +1234,99 @@ test_carousel(void)
                        "\"url\",\"index\":2}"),
                "template.components[0].cards[0].components",
                "has more than 4 items"), "card of 5 components");
+}
+
+
+static void
+test_product_cards(void)
+{
+    ok(valid(CAROUSEL(PRODUCT_CARD("0", SPM_BUTTON) ","
+                      PRODUCT_CARD("1", SPM_BUTTON))),
+       "product cards with View buttons");
+    ok(valid(CAROUSEL(PRODUCT_CARD("0", ",{\"type\":\"button\","
+                                   "\"sub_type\":\"SPM\",\"index\":\"0\"}"))),
+       "View button without parameters");
+    ok(valid(CAROUSEL(PRODUCT_CARD("0", ",{\"type\":\"button\","
+                                   "\"sub_type\":\"url\",\"index\":0,"
+                                   "\"parameters\":[{\"type\":\"text\","
+                                   "\"text\":\"aloe\"}]}"))),
+       "product card with a URL button");
+    ok(valid(TPL("{\"type\":\"header\",\"parameters\":[{\"type\":"
+                 "\"product\",\"product\":{\"product_retailer_id\":\"a\","
+                 "\"catalog_id\":\"1\"}}]},{\"type\":\"button\","
+                 "\"sub_type\":\"spm\",\"index\":0,\"parameters\":[{"
+                 "\"type\":\"action\",\"action\":{}}]}")),
+       "single-product template with its View button");
+
+    ok(refused(CARD_OF("{\"type\":\"header\",\"parameters\":[{\"type\":"
+                       "\"product\",\"product\":{\"product_retailer_id\":"
+                       "\"a\"}}]}"),
+               "template.components[0].cards[0].components[0].parameters[0]"
+               ".product.catalog_id", "is required"),
+       "product without catalog");
+    ok(refused(CARD_OF("{\"type\":\"header\",\"parameters\":[{\"type\":"
+                       "\"product\",\"product\":{\"catalog_id\":\"1\","
+                       "\"product_retailer_id\":\"\"}}]}"),
+               "template.components[0].cards[0].components[0].parameters[0]"
+               ".product.product_retailer_id", "must not be empty"),
+       "product_retailer_id empty");
+    ok(refused(CARD_OF("{\"type\":\"header\",\"parameters\":[{\"type\":"
+                       "\"product\",\"product\":{\"catalog_id\":1948,"
+                       "\"product_retailer_id\":\"a\"}}]}"),
+               "template.components[0].cards[0].components[0].parameters[0]"
+               ".product.catalog_id", "must be a string"),
+       "catalog_id a number");
+    ok(refused(CARD_OF("{\"type\":\"header\",\"parameters\":[{\"type\":"
+                       "\"product\",\"product\":{\"catalog_id\":\"1\","
+                       "\"product_retailer_id\":\"a\",\"quantity\":1}}]}"),
+               "template.components[0].cards[0].components[0].parameters[0]"
+               ".product.quantity", "is not a known field"),
+       "product with a quantity");
+    ok(refused(CARD_OF("{\"type\":\"header\",\"parameters\":[{\"type\":"
+                       "\"product\",\"product\":{\"catalog_id\":\"1\","
+                       "\"product_retailer_id\":\"a\"}},{\"type\":"
+                       "\"product\",\"product\":{\"catalog_id\":\"1\","
+                       "\"product_retailer_id\":\"b\"}}]}"),
+               "template.components[0].cards[0].components[0].parameters",
+               "must be one image, video or product"),
+       "card header of two products");
+    ok(refused(CAROUSEL(PRODUCT_CARD("0", ",{\"type\":\"button\","
+                                     "\"sub_type\":\"spm\",\"index\":0,"
+                                     "\"parameters\":[{\"type\":"
+                                     "\"payload\",\"payload\":\"x\"}]}")),
+               "template.components[0].cards[0].components[1].parameters[0]"
+               ".type", "is not allowed in a button component of a carousel "
+               "card"), "payload in a View button");
+    ok(refused(CAROUSEL(PRODUCT_CARD("0", ",{\"type\":\"button\","
+                                     "\"sub_type\":\"spm\",\"index\":0,"
+                                     "\"parameters\":[{\"type\":"
+                                     "\"action\",\"action\":\"view\"}]}")),
+               "template.components[0].cards[0].components[1].parameters[0]"
+               ".action", "must be an object"), "View button action a string");
+    ok(refused(CAROUSEL(PRODUCT_CARD("0", ",{\"type\":\"button\","
+                                     "\"sub_type\":\"quick_reply\","
+                                     "\"index\":0,\"parameters\":[{"
+                                     "\"type\":\"action\",\"action\":{}}]}")),
+               "template.components[0].cards[0].components[1].parameters[0]"
+               ".type", "is not allowed in a button component of a carousel "
+               "card"), "action in a card's quick reply");
+    ok(refused(TPL("{\"type\":\"body\",\"parameters\":[{\"type\":"
+                   "\"product\",\"product\":{\"product_retailer_id\":\"a\","
+                   "\"catalog_id\":\"1\"}}]}"),
+               "template.components[0].parameters[0].type",
+               "is not allowed in a body component"), "product in a body");
+    ok(refused(CAROUSEL(PRODUCT_CARD("0", ",{\"type\":\"body\","
+                                     "\"parameters\":[{\"type\":"
+                                     "\"product\",\"product\":{"
+                                     "\"product_retailer_id\":\"a\","
+                                     "\"catalog_id\":\"1\"}}]}")),
+               "template.components[0].cards[0].components[1].parameters[0]"
+               ".type", "is not allowed in a body component of a carousel "
+               "card"), "product in a card's body");
+    ok(refused(CARD_OF(CARD_IMAGE ",{\"type\":\"button\",\"sub_type\":"
+                       "\"mpm\",\"index\":0}"),
+               "template.components[0].cards[0].components[1].sub_type",
+               "must be one of: quick_reply, url, spm"), "mpm in a card");
 }
 
 
@@ -1135,9 +1401,10 @@ test_interactive(void)
     ok(refused(B("\"type\":\"interactive\",\"interactive\":{\"body\":{"
                  "\"text\":\"x\"}}"), "interactive.type", "is required"),
        "interactive.type missing");
-    ok(refused(IA("product", "{}"), "interactive.type",
+    ok(refused(IA("address_message", "{}"), "interactive.type",
                "must be one of: button, list, cta_url, flow, "
-               "location_request_message"), "interactive.type product");
+               "location_request_message, product, product_list, "
+               "catalog_message, carousel"), "interactive.type unknown");
     ok(refused(B("\"type\":\"interactive\",\"interactive\":{\"type\":"
                  "\"button\",\"action\":{\"buttons\":[" BUTTON("a", "A")
                  "]}}"), "interactive.body", "is required"), "body missing");
@@ -1349,6 +1616,336 @@ test_interactive(void)
 
 
 static void
+test_commerce(void)
+{
+    /* single product */
+    ok(valid(IA_OF("product", "\"action\":{\"catalog_id\":\"1\","
+                   "\"product_retailer_id\":\"a\"}")),
+       "single product without body or footer");
+    ok(refused(IA_OF("product", "\"header\":{\"type\":\"text\",\"text\":"
+                     "\"x\"},\"action\":{\"catalog_id\":\"1\","
+                     "\"product_retailer_id\":\"a\"}"),
+               "interactive.header", "is not allowed with interactive type "
+               "product"), "single product with a header");
+    ok(refused(IA_OF("product", "\"footer\":{\"text\":\"" A60 "a\"},"
+                     "\"action\":{\"catalog_id\":\"1\","
+                     "\"product_retailer_id\":\"a\"}"),
+               "interactive.footer.text", "is longer than 60 characters"),
+       "single product footer of 61");
+    ok(repeat_refused(IA_OF("product", "\"body\":{\"text\":\"@\"},"
+                            "\"action\":{\"catalog_id\":\"1\","
+                            "\"product_retailer_id\":\"a\"}"), "b", 1025,
+                      "interactive.body.text",
+                      "is longer than 1024 characters"),
+       "single product body of 1025");
+    ok(refused(IA("product", "{\"product_retailer_id\":\"a\"}"),
+               "interactive.action.catalog_id", "is required"),
+       "single product without catalog_id");
+    ok(refused(IA("product", "{\"catalog_id\":\"1\"}"),
+               "interactive.action.product_retailer_id", "is required"),
+       "single product without product_retailer_id");
+    ok(refused(IA("product", "{\"catalog_id\":\"1\",\"product_retailer_id\":"
+                  "[\"a\"]}"), "interactive.action.product_retailer_id",
+               "must be a string"), "product_retailer_id an array");
+    ok(refused(IA_OF("product", "\"body\":{\"text\":\"x\"}"),
+               "interactive.action", "is required"),
+       "single product without action");
+
+    /* multi-product */
+    ok(valid(PRODUCT_LIST("{\"product_items\":[" ITEM "]}")),
+       "multi-product: one section, untitled");
+    ok(valid(PRODUCT_LIST("{\"title\":\"" A24 "\",\"product_items\":["
+                          ITEMS10 "," ITEMS10 "]},{\"title\":\"S2\","
+                          "\"product_items\":[" ITEMS10 "]}")),
+       "multi-product: 30 products in 2 sections, title of 24");
+    ok(refused(PRODUCT_LIST("{\"title\":\"S1\",\"product_items\":["
+                            ITEMS10 "," ITEMS10 "]},{\"title\":\"S2\","
+                            "\"product_items\":[" ITEMS10 "," ITEM "]}"),
+               "interactive.action.sections[1].product_items",
+               "makes more than 30 products in all sections"),
+       "multi-product: 31 products");
+    ok(repeat_refused(PRODUCT_LIST("{\"product_items\":[@" ITEM "]}"),
+                      ITEM ",", 30,
+                      "interactive.action.sections[0].product_items",
+                      "makes more than 30 products in all sections"),
+       "multi-product: 31 products in a section");
+    ok(repeat_refused(PRODUCT_LIST("@{\"title\":\"s\",\"product_items\":["
+                                   ITEM "]}"),
+                      "{\"title\":\"s\",\"product_items\":[" ITEM "]},",
+                      10, "interactive.action.sections",
+                      "has more than 10 items"), "multi-product: 11 sections");
+    ok(refused(PRODUCT_LIST("{\"title\":\"S1\",\"product_items\":[" ITEM
+                            "]},{\"product_items\":[" ITEM "]}"),
+               "interactive.action.sections[1].title", "is required"),
+       "multi-product: two sections, one untitled");
+    ok(refused(PRODUCT_LIST("{\"title\":\"" A24 "a\",\"product_items\":["
+                            ITEM "]}"),
+               "interactive.action.sections[0].title",
+               "is longer than 24 characters"), "multi-product: title of 25");
+    ok(refused(PRODUCT_LIST("{\"product_items\":[]}"),
+               "interactive.action.sections[0].product_items",
+               "must not be empty"), "multi-product: a section without items");
+    ok(refused(PRODUCT_LIST("{\"rows\":[" ROW("1") "]}"),
+               "interactive.action.sections[0].rows", "is not a known field"),
+       "multi-product: rows");
+    ok(refused(PRODUCT_LIST("{\"product_items\":[{\"product_retailer_id\":"
+                            "\"a\",\"quantity\":1}]}"),
+               "interactive.action.sections[0].product_items[0].quantity",
+               "is not a known field"), "multi-product: item with a quantity");
+    ok(refused(PRODUCT_LIST("{\"product_items\":[" ITEM ",{}]}"),
+               "interactive.action.sections[0].product_items[1]"
+               ".product_retailer_id", "is required"),
+       "multi-product: item without product_retailer_id");
+    ok(refused(PRODUCT_LIST(""), "interactive.action.sections",
+               "must not be empty"), "multi-product: no section");
+    ok(refused(IA_OF("product_list", "\"body\":{\"text\":\"x\"},"
+                     "\"action\":{\"catalog_id\":\"1\",\"sections\":[{"
+                     "\"product_items\":[" ITEM "]}]}"),
+               "interactive.header", "is required"),
+       "multi-product without a header");
+    ok(refused(IA_OF("product_list", "\"header\":{\"type\":\"image\","
+                     "\"image\":{\"id\":\"1\"}},\"body\":{\"text\":"
+                     "\"x\"},\"action\":{\"catalog_id\":\"1\","
+                     "\"sections\":[{\"product_items\":[" ITEM "]}]}"),
+               "interactive.header.type", "must be text"),
+       "multi-product with an image header");
+    ok(refused(IA_OF("product_list", "\"header\":{\"type\":\"text\","
+                     "\"text\":\"x\"},\"action\":{\"catalog_id\":\"1\","
+                     "\"sections\":[{\"product_items\":[" ITEM "]}]}"),
+               "interactive.body", "is required"),
+       "multi-product without body");
+    ok(refused(IA_OF("product_list", "\"header\":{\"type\":\"text\","
+                     "\"text\":\"x\"},\"body\":{\"text\":\"x\"},"
+                     "\"action\":{\"sections\":[{\"product_items\":["
+                     ITEM "]}]}"),
+               "interactive.action.catalog_id", "is required"),
+       "multi-product without catalog_id");
+    ok(refused(IA("list", "{\"button\":\"Go\",\"sections\":[{"
+                  "\"product_items\":[" ITEM "]}]}"),
+               "interactive.action.sections[0].product_items",
+               "is not a known field"), "list with products");
+
+    /* catalog */
+    ok(valid(IA("catalog_message", "{\"name\":\"catalog_message\"}")),
+       "catalog message without parameters");
+    ok(refused(IA("catalog_message", "{\"name\":\"catalog\"}"),
+               "interactive.action.name", "must be catalog_message"),
+       "catalog message action name");
+    ok(refused(IA("catalog_message", "{\"name\":\"catalog_message\","
+                  "\"parameters\":{\"thumbnail\":\"a\"}}"),
+               "interactive.action.parameters.thumbnail",
+               "is not a known field"), "catalog message parameter misspelt");
+    ok(refused(IA("catalog_message", "{\"name\":\"catalog_message\","
+                  "\"parameters\":{\"thumbnail_product_retailer_id\":"
+                  "\"\"}}"),
+               "interactive.action.parameters.thumbnail_product_retailer_id",
+               "must not be empty"), "catalog message thumbnail empty");
+    ok(refused(IA_OF("catalog_message", "\"header\":{\"type\":\"text\","
+                     "\"text\":\"x\"},\"body\":{\"text\":\"x\"},"
+                     "\"action\":{\"name\":\"catalog_message\"}"),
+               "interactive.header", "is not allowed with interactive type "
+               "catalog_message"), "catalog message with a header");
+    ok(refused(IA_OF("catalog_message", "\"action\":{\"name\":"
+                     "\"catalog_message\"}"),
+               "interactive.body", "is required"),
+       "catalog message without body");
+}
+
+
+static void
+test_interactive_carousel(void)
+{
+    ok(valid(IA_CAROUSEL(MEDIA_CARD("9") "," MEDIA_CARD("0") ","
+                         MEDIA_CARD("1") "," MEDIA_CARD("2") ","
+                         MEDIA_CARD("3") "," MEDIA_CARD("4") ","
+                         MEDIA_CARD("5") "," MEDIA_CARD("6") ","
+                         MEDIA_CARD("7") "," MEDIA_CARD("8"))),
+       "media carousel of 10 cards, in any order");
+    ok(valid(IA_CAROUSEL(MEDIA_CARD_OF("\"header\":{\"type\":\"video\","
+                                       "\"video\":{\"id\":\"1\"}},"
+                                       "\"body\":{\"text\":\"" A60 "\\n"
+                                       A60 "\\n" A20 "aaaaaaaaaaaaaaaaaa\"},"
+                                       "\"action\":{\"buttons\":["
+                                       QUICK_REPLY("a") "," QUICK_REPLY("b")
+                                       "," QUICK_REPLY("c") "]}") ","
+                         "{\"card_index\":1,\"type\":\"cta_url\","
+                         CARD_HEADER ",\"action\":{\"buttons\":["
+                         QUICK_REPLY("a") "," QUICK_REPLY("b") ","
+                         QUICK_REPLY("c") "]}}")),
+       "video card, body of 160 on 3 lines, quick replies alike");
+    ok(valid(IA_CAROUSEL(PRODUCT("0", "1948") "," PRODUCT("1", "1948") ","
+                         PRODUCT("2", "1948"))),
+       "product carousel");
+
+    ok(refused(IA_CAROUSEL(MEDIA_CARD("0")), "interactive.action.cards",
+               "has fewer than 2 items"), "a carousel of one card");
+    ok(refused(IA_CAROUSEL(""), "interactive.action.cards",
+               "must not be empty"), "a carousel of no card");
+    ok(repeat_refused(IA_CAROUSEL("@" MEDIA_CARD("9")), MEDIA_CARD("0") ",",
+                      10, "interactive.action.cards",
+                      "has more than 10 items"), "a carousel of 11 cards");
+    ok(refused(IA("carousel", "{}"), "interactive.action.cards",
+               "is required"), "a carousel without cards");
+    ok(refused(IA("carousel", "{\"cards\":[" MEDIA_CARD("0") ","
+                  MEDIA_CARD("1") "],\"buttons\":[]}"),
+               "interactive.action.buttons", "is not a known field"),
+       "a carousel with buttons");
+    ok(refused(IA_CAROUSEL(MEDIA_CARD("0") "," MEDIA_CARD("1") ","
+                           MEDIA_CARD("0")),
+               "interactive.action.cards[2].card_index",
+               "is the same as another card's"), "card_index twice");
+    ok(refused(IA_CAROUSEL(MEDIA_CARD("0") "," MEDIA_CARD("10")),
+               "interactive.action.cards[1].card_index",
+               "must be an integer from 0 to 9"), "card_index 10");
+    ok(refused(IA_OF("carousel", "\"header\":{\"type\":\"text\","
+                     "\"text\":\"x\"},\"body\":{\"text\":\"x\"},"
+                     "\"action\":{\"cards\":[" MEDIA_CARD("0") ","
+                     MEDIA_CARD("1") "]}"),
+               "interactive.header", "is not allowed with interactive type "
+               "carousel"), "a carousel with a header");
+    ok(refused(IA_OF("carousel", "\"footer\":{\"text\":\"x\"},"
+                     "\"body\":{\"text\":\"x\"},\"action\":{\"cards\":["
+                     MEDIA_CARD("0") "," MEDIA_CARD("1") "]}"),
+               "interactive.footer", "is not allowed with interactive type "
+               "carousel"), "a carousel with a footer");
+    ok(refused(IA_OF("carousel", "\"action\":{\"cards\":["
+                     MEDIA_CARD("0") "," MEDIA_CARD("1") "]}"),
+               "interactive.body", "is required"), "a carousel without body");
+
+    ok(refused(IA_CAROUSEL("{\"card_index\":0,\"type\":\"image\"},"
+                           MEDIA_CARD("1")),
+               "interactive.action.cards[0].type",
+               "must be one of: cta_url, product"), "card type image");
+    ok(refused(IA_CAROUSEL(MEDIA_CARD("0") "," PRODUCT("1", "1948")),
+               "interactive.action.cards[1].type",
+               "must be cta_url, as in cards[0]"), "media and product cards");
+    ok(refused(IA_CAROUSEL(PRODUCT("0", "1948") "," PRODUCT("1", "1948") ","
+                           PRODUCT("2", "2024")),
+               "interactive.action.cards[2].action.catalog_id",
+               "must be the same in every card"), "products of two catalogs");
+    ok(refused(IA_CAROUSEL("{\"card_index\":0,\"type\":\"product\","
+                           CARD_HEADER ",\"action\":{\"catalog_id\":\"1\","
+                           "\"product_retailer_id\":\"a\"}}"),
+               "interactive.action.cards[0].header",
+               "is not allowed in a product card"), "product card header");
+    ok(refused(IA_CAROUSEL("{\"card_index\":0,\"type\":\"product\","
+                           "\"body\":{\"text\":\"x\"},\"action\":{"
+                           "\"catalog_id\":\"1\",\"product_retailer_id\":"
+                           "\"a\"}}"),
+               "interactive.action.cards[0].body",
+               "is not allowed in a product card"), "product card body");
+    ok(refused(IA_CAROUSEL("{\"card_index\":0,\"type\":\"product\","
+                           "\"action\":{\"catalog_id\":\"1\"}}"),
+               "interactive.action.cards[0].action.product_retailer_id",
+               "is required"), "product card without product_retailer_id");
+    ok(refused(IA_CAROUSEL("{\"card_index\":0,\"type\":\"product\"}"),
+               "interactive.action.cards[0].action", "is required"),
+       "product card without action");
+
+    ok(refused(IA_CAROUSEL(MEDIA_CARD_OF("\"action\":{\"name\":\"cta_url\","
+                                         "\"parameters\":{\"display_text\":"
+                                         "\"Go\",\"url\":"
+                                         "\"https://a.example\"}}") ","
+                           MEDIA_CARD("1")),
+               "interactive.action.cards[0].header", "is required"),
+       "media card without header");
+    ok(refused(IA_CAROUSEL(MEDIA_CARD_OF("\"header\":{\"type\":\"text\","
+                                         "\"text\":\"x\"}") ","
+                           MEDIA_CARD("1")),
+               "interactive.action.cards[0].header.type",
+               "must be one of: image, video"), "media card text header");
+    ok(refused(IA_CAROUSEL(MEDIA_CARD_OF("\"header\":{\"type\":"
+                                         "\"document\",\"document\":{"
+                                         "\"id\":\"1\"}}") ","
+                           MEDIA_CARD("1")),
+               "interactive.action.cards[0].header.type",
+               "must be one of: image, video"), "media card document header");
+    ok(refused(IA_CAROUSEL(MEDIA_CARD_OF(CARD_HEADER ",\"body\":{\"text\":"
+                                         "\"" A160 "a\"}") ","
+                           MEDIA_CARD("1")),
+               "interactive.action.cards[0].body.text",
+               "is longer than 160 characters"), "card body of 161");
+    ok(refused(IA_CAROUSEL(MEDIA_CARD("0") ","
+                           "{\"card_index\":1,\"type\":\"cta_url\","
+                           CARD_HEADER ",\"body\":{\"text\":\"a\\nb\\nc"
+                           "\\nd\"},\"action\":{\"name\":\"cta_url\","
+                           "\"parameters\":{\"display_text\":\"Go\","
+                           "\"url\":\"https://a.example\"}}}"),
+               "interactive.action.cards[1].body.text",
+               "has more than 2 line breaks"), "card body of 4 lines");
+    ok(refused(IA_CAROUSEL(MEDIA_CARD_OF(CARD_HEADER) "," MEDIA_CARD("1")),
+               "interactive.action.cards[0].action", "is required"),
+       "media card without action");
+    ok(refused(IA_CAROUSEL(MEDIA_CARD_OF(CARD_HEADER ",\"action\":[]") ","
+                           MEDIA_CARD("1")),
+               "interactive.action.cards[0].action", "must be an object"),
+       "media card action an array");
+    ok(refused(IA_CAROUSEL(MEDIA_CARD_OF(CARD_HEADER ",\"footer\":{"
+                                         "\"text\":\"x\"}") ","
+                           MEDIA_CARD("1")),
+               "interactive.action.cards[0].footer", "is not a known field"),
+       "media card footer");
+    ok(refused(IA_CAROUSEL(MEDIA_CARD_OF(CARD_HEADER ",\"action\":{"
+                                         "\"name\":\"cta_url\","
+                                         "\"buttons\":[" QUICK_REPLY("a")
+                                         "]}") "," MEDIA_CARD("1")),
+               "interactive.action.cards[0].action.buttons",
+               "a URL button (name, parameters) or quick replies, not both"),
+       "URL button and quick replies");
+    ok(refused(IA_CAROUSEL(MEDIA_CARD_OF(CARD_HEADER ",\"action\":{"
+                                         "\"name\":\"cta_url\","
+                                         "\"parameters\":{\"display_text\":"
+                                         "\"" A20 "a\",\"url\":"
+                                         "\"https://a.example\"}}") ","
+                           MEDIA_CARD("1")),
+               "interactive.action.cards[0].action.parameters.display_text",
+               "is longer than 20 characters"), "card display_text of 21");
+    ok(refused(IA_CAROUSEL(MEDIA_CARD_OF(CARD_HEADER ",\"action\":{"
+                                         "\"name\":\"cta_url\","
+                                         "\"parameters\":{\"display_text\":"
+                                         "\"Go\",\"url\":"
+                                         "\"http://a.example\"}}") ","
+                           MEDIA_CARD("1")),
+               "interactive.action.cards[0].action.parameters.url", "https"),
+       "card URL over http");
+    ok(refused(IA_CAROUSEL(MEDIA_CARD_OF(CARD_HEADER ",\"action\":{"
+                                         "\"buttons\":[]}") ","
+                           MEDIA_CARD("1")),
+               "interactive.action.cards[0].action.buttons",
+               "must not be empty"), "card without quick replies");
+    ok(refused(IA_CAROUSEL(MEDIA_CARD_OF(CARD_HEADER ",\"action\":{"
+                                         "\"buttons\":[" BUTTON("a", "A")
+                                         "]}") "," MEDIA_CARD("1")),
+               "interactive.action.cards[0].action.buttons[0].reply",
+               "is not a known field"), "card with a reply button");
+    ok(refused(IA_CAROUSEL(MEDIA_CARD_OF(CARD_HEADER ",\"action\":{"
+                                         "\"buttons\":[{\"type\":"
+                                         "\"quick_reply\",\"quick_reply\":{"
+                                         "\"id\":\"a\",\"title\":\"" A20
+                                         "a\"}}]}") "," MEDIA_CARD("1")),
+               "interactive.action.cards[0].action.buttons[0].quick_reply"
+               ".title", "is longer than 20 characters"),
+       "quick reply title of 21");
+    ok(refused(IA_CAROUSEL(MEDIA_CARD("0") ","
+                           "{\"card_index\":1,\"type\":\"cta_url\","
+                           CARD_HEADER ",\"action\":{\"buttons\":["
+                           QUICK_REPLY("a") "]}}"),
+               "interactive.action.cards[1].action",
+               "must have the buttons of cards[0]"),
+       "a URL button, then quick replies");
+    ok(refused(IA_CAROUSEL(MEDIA_CARD_OF(CARD_HEADER ",\"action\":{"
+                                         "\"buttons\":[" QUICK_REPLY("a") ","
+                                         QUICK_REPLY("b") "]}") ","
+                           "{\"card_index\":1,\"type\":\"cta_url\","
+                           CARD_HEADER ",\"action\":{\"buttons\":["
+                           QUICK_REPLY("a") "]}}"),
+               "interactive.action.cards[1].action",
+               "must have the buttons of cards[0]"),
+       "2 quick replies, then 1");
+}
+
+
+static void
 test_field_bounds(void)
 {
     size_t  i;
@@ -1386,8 +1983,11 @@ main(void)
     test_reaction();
     test_template();
     test_carousel();
+    test_product_cards();
     test_lto();
     test_interactive();
+    test_commerce();
+    test_interactive_carousel();
     test_field_bounds();
 
     return done_testing();
