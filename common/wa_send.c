@@ -189,7 +189,8 @@ typedef struct {
                                                          types each
                                                          component type
                                                          takes, by bit */
-    const unsigned     *buttons;     /* a button's, by sub_type */
+    const unsigned     *buttons;     /* a button's by sub_type, or NULL:
+                                        params[] for every sub_type */
 } wa_send_components_t;
 
 
@@ -428,18 +429,6 @@ static const char *const  wa_send_card_sub_types[] = {
     ((1u << WA_SEND_PARAM_TEXT) | (1u << WA_SEND_PARAM_CURRENCY)           \
      | (1u << WA_SEND_PARAM_DATE_TIME))
 
-/* what a template's button takes, whatever its sub_type */
-#define WA_SEND_BUTTON_PARAMS                                               \
-    ((1u << WA_SEND_PARAM_TEXT) | (1u << WA_SEND_PARAM_PAYLOAD)            \
-     | (1u << WA_SEND_PARAM_COUPON_CODE) | (1u << WA_SEND_PARAM_ACTION))
-
-/* by sub_type, one for each of wa_send_button_sub_types */
-static const unsigned  wa_send_template_buttons[] = {
-    WA_SEND_BUTTON_PARAMS, WA_SEND_BUTTON_PARAMS, WA_SEND_BUTTON_PARAMS,
-    WA_SEND_BUTTON_PARAMS, WA_SEND_BUTTON_PARAMS, WA_SEND_BUTTON_PARAMS,
-    WA_SEND_BUTTON_PARAMS, WA_SEND_BUTTON_PARAMS
-};
-
 /* a single-product template's header is the product */
 static const wa_send_components_t  wa_send_in_template = {
     wa_send_component_types, wa_send_button_sub_types, "", {
@@ -449,12 +438,13 @@ static const wa_send_components_t  wa_send_in_template = {
 
         WA_SEND_BODY_PARAMS,
 
-        0,                              /* by sub_type: buttons */
+        (1u << WA_SEND_PARAM_TEXT) | (1u << WA_SEND_PARAM_PAYLOAD)
+        | (1u << WA_SEND_PARAM_COUPON_CODE) | (1u << WA_SEND_PARAM_ACTION),
 
         0,                              /* a carousel's are in its cards */
 
         1u << WA_SEND_PARAM_LTO
-    }, wa_send_template_buttons
+    }, NULL                             /* any button: the same */
 };
 
 /* by sub_type: a card's quick reply and URL button take a payload or a
@@ -1766,7 +1756,7 @@ wa_send_parameter(wa_send_ctx_t *ctx, yajl_val v, const void *arg)
 
     params = arg;
     component = params->component;
-    allowed = (component == WA_SEND_COMPONENT_BUTTON)
+    allowed = (component == WA_SEND_COMPONENT_BUTTON && params->in->buttons)
               ? params->in->buttons[params->sub_type]
               : params->in->params[component];
 
