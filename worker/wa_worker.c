@@ -398,7 +398,7 @@ wa_worker_run(wa_worker_t *w)
 
         /* the next batch is parsed while PostgreSQL still applies the
          * landing one, so that it goes there as soon as that one lands */
-        parsed = (n > 0 && !pending && landed.n
+        parsed = (n > 0 && !pending
                   && wa_worker_parse(w, entries, n, NULL, &next) == 0);
 
         if (landed.n) {
@@ -420,9 +420,13 @@ wa_worker_run(wa_worker_t *w)
         /* the next batch goes to PostgreSQL before the landed one is
          * published and acknowledged: Redis' work overlaps PostgreSQL's */
         if (n > 0 && !pending) {
-            sent = parsed ? wa_worker_submit(w, &next, err, sizeof(err))
-                          : wa_worker_send(w, entries, n, NULL, err,
-                                           sizeof(err));
+            if (parsed) {
+                sent = wa_worker_submit(w, &next, err, sizeof(err));
+
+            } else {
+                snprintf(err, sizeof(err), "out of memory");
+                sent = WA_DB_RETRY;
+            }
 
             if (sent == WA_DB_OK) {
                 flight.reply = reply;
