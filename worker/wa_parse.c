@@ -116,6 +116,42 @@ wa_batch_shard_used(const wa_batch_t *b, int shard)
 }
 
 
+/*
+ * Share 0 is always applied, for the webhook log: a batch whose every
+ * customer hashed to another share (one webhook, one customer: half the
+ * time) would otherwise commit twice, and a commit costs PostgreSQL more
+ * than the rows of a small batch.
+ */
+void
+wa_batch_fold(wa_batch_t *b)
+{
+    int         i, used;
+    wa_shard_t  sh;
+
+    if (b->shard[0].rows > 0) {
+        return;
+    }
+
+    used = 0;
+
+    for (i = 1; i < b->nshards; i++) {
+        if (b->shard[i].rows > 0) {
+            if (used) {
+                return;
+            }
+
+            used = i;
+        }
+    }
+
+    if (used) {
+        sh = b->shard[0];
+        b->shard[0] = b->shard[used];
+        b->shard[used] = sh;
+    }
+}
+
+
 char *
 wa_batch_json(wa_batch_t *b, int shard, size_t *len)
 {
@@ -427,6 +463,7 @@ static void
 wa_parse_contact(wa_change_t *ch, yajl_val c, yajl_val ts)
 {
     yajl_gen     g;
+    wa_shard_t  *sh;
     const char  *wa_id, *user_id, *customer;
 
     wa_id = wa_json_str(c, "wa_id");
@@ -437,7 +474,9 @@ wa_parse_contact(wa_change_t *ch, yajl_val c, yajl_val ts)
         return;
     }
 
-    g = wa_batch_shard(ch->batch, customer)->contacts;
+    sh = wa_batch_shard(ch->batch, customer);
+    g = sh->contacts;
+    sh->rows++;
 
     yajl_gen_map_open(g);
     wa_gen_str(g, "pn", ch->pn);

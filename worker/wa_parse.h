@@ -36,7 +36,7 @@ typedef struct {
     yajl_gen  contacts;
     yajl_gen  messages;
     yajl_gen  statuses;
-    size_t    rows;         /* messages + statuses */
+    size_t    rows;         /* messages, statuses, contacts[] */
 } wa_shard_t;
 
 
@@ -77,5 +77,12 @@ char *wa_batch_json(wa_batch_t *b, int shard, size_t *len);
 
 /* Whether share has any row to apply (share 0: always). */
 int wa_batch_shard_used(const wa_batch_t *b, int shard);
+
+/*
+ * Moves the rows of a batch that fell in one share only into share 0, so
+ * that the batch is one transaction, not two.  Once parsed, before
+ * wa_batch_json.
+ */
+void wa_batch_fold(wa_batch_t *b);
 
 #endif /* WA_PARSE_H */

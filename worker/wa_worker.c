@@ -774,7 +774,8 @@ wa_worker_send(wa_worker_t *w, wa_entry_t *entries, int n,
  * (one transaction's conversation updates made the next wait).  Share 0
  * also carries the webhook log, the other fields and the outbox rows
  * done.  All or nothing is not needed across shares: a batch not wholly
- * committed is applied again, and the apply is idempotent.
+ * committed is applied again, and the apply is idempotent.  A batch whose
+ * customers all fell in one share is one transaction (wa_batch_fold).
  */
 static int
 wa_worker_parse(wa_worker_t *w, wa_entry_t *entries, int n,
@@ -840,6 +841,8 @@ wa_worker_parse(wa_worker_t *w, wa_entry_t *entries, int n,
                           result, only_dead_error ? only_dead_error
                                   : perr[0] ? perr : NULL);
     }
+
+    wa_batch_fold(&p->b);
 
     return 0;
 }
