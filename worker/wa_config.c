@@ -49,7 +49,7 @@ static const wa_config_item_t  wa_config_items[] = {
     WA_INT("postgres", "connections", postgres_connections, "2", 1,
            WA_SHARDS_MAX),
     WA_STR("worker", "consumer", worker_consumer, "", 0),
-    WA_INT("worker", "batch", worker_batch, "500", 1, 10000),
+    WA_INT("worker", "batch", worker_batch, "1000", 1, 10000),
     WA_INT("worker", "block_ms", worker_block_ms, "1000", 10, 60000),
     WA_INT("worker", "claim_idle_ms", worker_claim_idle_ms, "60000", 100,
            86400000),
