@@ -138,6 +138,33 @@ ok($events{'template.status'}, 'template.status published');
 is_deeply(\@unscoped, [], 'message events carry "assignee": null');
 is(row('SELECT count(*) FROM update_outbox'), '0', 'outbox drained');
 
+# --- contacts[] with no message: every customer named, whichever share of
+# the batch (FNV-1a of the id, as the worker routes them) it falls in
+sub share_of {
+    my $h = 2166136261;
+    $h = (($h ^ ord) * 16777619) % 2**32 for split //, $_[0];
+    return $h % 2;
+}
+my @named = map { "4915100000$_" } 10 .. 17;
+my %shares = map { (share_of($_) => 1) } @named;
+is(scalar keys %shares, 2, 'the named customers fall in both shares');
+$redis->cmd('XADD', 'wa:events', '*', 'body', encode_json({
+    object => 'whatsapp_business_account',
+    entry => [ { id => '102290129340398', changes => [ {
+        field => 'messages',
+        value => {
+            messaging_product => 'whatsapp',
+            metadata => { display_phone_number => '15550783881',
+                          phone_number_id => '106540352242922' },
+            contacts => [ map { { profile => { name => "Name $_" },
+                                  wa_id => $_ } } @named ] } } ] } ] }),
+    'rcvd', int(time * 1000), 'rid', ++$n);
+ok($worker->drained(30), 'contacts only: drained');
+is(row("SELECT string_agg(customer_id || '=' || profile_name, ' ' "
+       . "ORDER BY customer_id) FROM contacts WHERE customer_id LIKE "
+       . "'4915100000%'"), join(' ', map { "$_=Name $_" } @named),
+   'contacts only: every customer stored with its name');
+
 is($worker->stop, 0, 'SIGTERM: exit status 0');
 like($worker->log, qr/whatsapp-worker stopped/, 'clean stop logged');
 $worker->check_logs('shapes');
