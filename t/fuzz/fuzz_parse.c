@@ -34,6 +34,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     (void) wa_parse_delivery(&b, body, size, err, sizeof(err));
     wa_batch_delivery(&b, "1-0", "1", "r", 1, "ok", NULL);
+    wa_batch_fold(&b);
 
     for (shard = 0; shard < b.nshards; shard++) {
         json = wa_batch_json(&b, shard, &len);
