@@ -177,7 +177,7 @@ AS $$
 DECLARE
     new_msgs   messages[] := '{}';
     msg_events wa_message_event[] := '{}';
-    changed    messages[] := '{}';
+    changed    messages[];
     replies    messages[] := '{}';
     announced  messages[];
     convs      conversations[] := '{}';
@@ -193,13 +193,11 @@ BEGIN
     -- was made
     IF wa_has(batch->'statuses') THEN
         awaited := ARRAY(
-            SELECT e->>'wamid'
-            FROM jsonb_array_elements(batch->'statuses') e
+            SELECT e->>'wamid' FROM jsonb_array_elements(batch->'statuses') e);
+        awaited := ARRAY(
+            SELECT unnest(awaited)
             EXCEPT
-            SELECT m.wamid FROM messages m
-            WHERE m.wamid = ANY (ARRAY(
-                SELECT e->>'wamid'
-                FROM jsonb_array_elements(batch->'statuses') e)));
+            SELECT m.wamid FROM messages m WHERE m.wamid = ANY (awaited));
     END IF;
 
     -- in a fixed order, so that two transactions never wait on each other
@@ -298,9 +296,8 @@ BEGIN
 
     -- then the status changes and the conversations they moved: the
     -- rows other batches touch too, locked until the commit that follows
-    IF wa_has(batch->'statuses') OR cardinality(new_msgs) > 0 THEN
-        changed := wa_derive_status(batch->'statuses', new_msgs);
-    END IF;
+    -- (returns at once when neither moves a message)
+    changed := wa_derive_status(batch->'statuses', new_msgs);
 
     IF cardinality(announced) > 0 THEN
         convs := wa_apply_conversations(announced);

@@ -148,16 +148,10 @@ sub share_of {
 my @named = map { "4915100000$_" } 10 .. 17;
 my %shares = map { (share_of($_) => 1) } @named;
 is(scalar keys %shares, 2, 'the named customers fall in both shares');
-$redis->cmd('XADD', 'wa:events', '*', 'body', encode_json({
-    object => 'whatsapp_business_account',
-    entry => [ { id => '102290129340398', changes => [ {
-        field => 'messages',
-        value => {
-            messaging_product => 'whatsapp',
-            metadata => { display_phone_number => '15550783881',
-                          phone_number_id => '106540352242922' },
-            contacts => [ map { { profile => { name => "Name $_" },
-                                  wa_id => $_ } } @named ] } } ] } ] }),
+$redis->cmd('XADD', 'wa:events', '*', 'body', encode_json(messages_delivery(
+        '106540352242922',
+        contacts => [ map { { profile => { name => "Name $_" },
+                              wa_id => $_ } } @named ])),
     'rcvd', int(time * 1000), 'rid', ++$n);
 ok($worker->drained(30), 'contacts only: drained');
 is(row("SELECT string_agg(customer_id || '=' || profile_name, ' ' "

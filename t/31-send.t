@@ -470,20 +470,11 @@ is(($t->row($res->{doc}{id}, 'error_code'))[0], 131049, '... with its code');
 # an inbound text from a customer: their contact entry and message ids
 sub inbound {
     my (%o) = @_;
-    my $body = JSON::PP->new->canonical->encode({
-        object => 'whatsapp_business_account',
-        entry => [ { id => '102290129340398', changes => [ {
-            field => 'messages',
-            value => {
-                messaging_product => 'whatsapp',
-                metadata => { display_phone_number => '15550783881',
-                              phone_number_id => $PN },
-                contacts => [ { profile => { name => 'Sam' },
-                                %{ $o{contact} } } ],
-                messages => [ { %{ $o{from} }, id => $o{wamid},
-                                timestamp => '' . int(time), type => 'text',
-                                text => { body => 'Another color?' } } ] } }
-        ] } ] });
+    my $body = JSON::PP->new->canonical->encode(messages_delivery($PN,
+        contacts => [ { profile => { name => 'Sam' }, %{ $o{contact} } } ],
+        messages => [ { %{ $o{from} }, id => $o{wamid},
+                        timestamp => '' . int(time), type => 'text',
+                        text => { body => 'Another color?' } } ]));
     $t->webhook($body)->{status} == 200 or die 'webhook refused';
     wait_until(sub { $pg->query("SELECT count(*) FROM messages WHERE "
                                 . "wamid = '$o{wamid}'") eq "1\n" }, 10)

@@ -122,16 +122,9 @@ sub answer {
         $msg->{type} = 'button';
         $msg->{button} = $o{button};
     }
-    my $body = $json->encode({
-        object => 'whatsapp_business_account',
-        entry => [ { id => '102290129340398', changes => [ {
-            field => 'messages',
-            value => { messaging_product => 'whatsapp',
-                       metadata => { display_phone_number => '15550783881',
-                                     phone_number_id => $o{pn} // $PN },
-                       contacts => [ { profile => { name => 'Ana' },
-                                       wa_id => $from } ],
-                       messages => [ $msg ] } } ] } ] });
+    my $body = $json->encode(messages_delivery($o{pn} // $PN,
+        contacts => [ { profile => { name => 'Ana' }, wa_id => $from } ],
+        messages => [ $msg ]));
     my $r = $t->webhook($body);
     die "webhook: $r->{status}" unless $r->{status} == 200;
     return ($wamid, $body);

@@ -30,7 +30,7 @@ use WaTest::Redis;
 
 our @EXPORT = qw(free_port sign signed_post http_request http_raw
                  http_parallel wait_until run_cases fixture slurp
-                 webhook_location temp_file);
+                 webhook_location temp_file messages_delivery);
 
 
 # The usual webhook location; extra directives go inside it.
@@ -75,6 +75,22 @@ sub slurp {
 sub fixture {
     my ($name) = @_;
     return slurp("t/fixtures/$name") // die "fixture $name: $!";
+}
+
+
+# One Meta delivery, as t/fixtures/meta has them: a `messages` change of
+# the test account for business number pn, its value's other members
+# (contacts, messages, statuses) given.  The structure, to encode.
+sub messages_delivery {
+    my ($pn, %value) = @_;
+    return {
+        object => 'whatsapp_business_account',
+        entry => [ { id => '102290129340398', changes => [ {
+            field => 'messages',
+            value => { messaging_product => 'whatsapp',
+                       metadata => { display_phone_number => '15550783881',
+                                     phone_number_id => $pn },
+                       %value } } ] } ] };
 }
 
 
