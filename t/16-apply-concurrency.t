@@ -205,4 +205,22 @@ is(q1("SELECT display_phone_number FROM phone_numbers "
       . "WHERE phone_number_id = '$pn'"), '15550783882',
    'a business number renamed');
 
+
+# --- status moves rewrite the row only -----------------------------------------
+# No index of messages names a column that a status webhook moves
+# (sql/011_hot_moves.sql): each move is a HOT update, one new row version
+# on the row's own page, instead of a new entry in every index.
+$pg->query(apply(messages => [ echo_msg('wamid.hot', $t0) ]));
+my @moves = map { apply(statuses => [ status('wamid.hot', @$_) ]) }
+            [ sent => $t0 + 1 ], [ delivered => $t0 + 2 ], [ read => $t0 + 3 ];
+my $counts = "SELECT pg_stat_get_xact_tuples_updated('messages'::regclass)"
+           . " || ' ' || "
+           . "pg_stat_get_xact_tuples_hot_updated('messages'::regclass)";
+# one transaction (psql -c); psql prints every result, the counts last
+my @out = split /\n/, q1(join(";\n", @moves, $counts));
+is($out[-1], '3 3',
+   'sent, delivered, read: three updates of the message, all HOT');
+is(q1("SELECT status FROM messages WHERE wamid = 'wamid.hot'"), 'read',
+   'and the message is read');
+
 done_testing;
