@@ -25,7 +25,8 @@
 
 DROP INDEX messages_unsent;
 
--- the sweeps: what waits, or was being sent when a sender died
+-- the sweeps: what waits, or was being sent when a sender died (building
+-- it reads messages once; writes to messages wait until it is built)
 CREATE INDEX messages_unsent ON messages (sent_at)
     WHERE wamid LIKE 'pending.%' AND failed_at IS NULL;
 
