@@ -84,6 +84,7 @@ struct wa_number_s {
 struct wa_recipient_s {
     wa_bucket_t    bucket;          /* the pair rate */
     long long      hold_until;      /* 131056 */
+    long long      due;             /* the latest due of its delayed jobs */
     int            strikes;
     int            jobs;            /* jobs pointing here */
 };
@@ -1001,6 +1002,17 @@ wa_sender_dispatch(wa_sender_t *s, long long now, long long *wake)
             continue;
 
         delay:
+
+            /* a job never leaves before an earlier one to the same
+             * customer: their waits, rounded at different turns, could
+             * otherwise end in the other order */
+            if (r) {
+                if (job->due < r->due) {
+                    job->due = r->due;
+                }
+
+                r->due = job->due;
+            }
 
             (void) wa_queue_pop(q);
             job->next = s->delayed;
