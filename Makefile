@@ -75,6 +75,11 @@ $(BUILD)/unit/%: t/unit/%.c common/*.c common/*.h | deps
 	mkdir -p $(BUILD)/unit
 	cc $(CFLAGS_TEST) -o $@ $< common/*.c -lcrypto -lyajl
 
+# the worker's pacing has a unit test of its own
+$(BUILD)/unit/test_pace: t/unit/test_pace.c worker/wa_pace.[ch] | deps
+	mkdir -p $(BUILD)/unit
+	cc $(CFLAGS_TEST) -Iworker -It/unit -o $@ $< worker/wa_pace.c
+
 # fuzzers of common/: signature, jwt, send
 $(BUILD)/fuzz/fuzz_%: t/fuzz/fuzz_%.c common/*.[ch] | deps
 	mkdir -p $(BUILD)/fuzz

@@ -62,6 +62,25 @@ wa_window_take(wa_window_t *w, long long now)
 
 
 void
+wa_window_left(wa_window_t *w, int k, long long now)
+{
+    int  slot;
+
+    if (k > w->n) {
+        k = w->n;
+    }
+
+    for (slot = w->next; k > 0; k--) {
+        slot = (slot + w->n - 1) % w->n;
+
+        if (w->at[slot] < now) {
+            w->at[slot] = now;
+        }
+    }
+}
+
+
+void
 wa_bucket_init(wa_bucket_t *b, int burst, long long now)
 {
     b->tokens = burst;

@@ -44,6 +44,11 @@ void wa_window_free(wa_window_t *w);
 long long wa_window_wait(const wa_window_t *w, long long now);
 long long wa_window_take(wa_window_t *w, long long now);
 
+/* The k sends taken last left at now, later than they were counted (a
+ * claim in PostgreSQL came between): the window runs from when they left,
+ * so the wait for the claim never lets a second at Meta hold more. */
+void wa_window_left(wa_window_t *w, int k, long long now);
+
 void wa_bucket_init(wa_bucket_t *b, int burst, long long now);
 
 /* 0: taken; else the ms until a token (burst, one per interval_ms). */

@@ -73,6 +73,7 @@ struct wa_number_s {
     int            warned;          /* that it has none, once */
     int            rate;
     wa_window_t    window;          /* no second over the rate */
+    int            taken;           /* of it, by the dispatch under way */
     wa_bucket_t    spread;          /* the rate spread over the second */
     long long      hold_until;      /* Meta throttled it */
     int            strikes;         /* throttles in a row */
@@ -988,6 +989,7 @@ wa_sender_dispatch(wa_sender_t *s, long long now, long long *wake)
             }
 
             (void) wa_window_take(&n->window, now);
+            n->taken++;
 
             (void) wa_queue_pop(q);
 
@@ -1032,6 +1034,16 @@ wa_sender_dispatch(wa_sender_t *s, long long now, long long *wake)
 
     if (nread) {
         wa_sender_claim(s, reads, nread, 1);
+    }
+
+    /* posted now, after the claims: counted from now */
+    now = wa_sender_now();
+
+    for (n = s->numbers; n; n = n->next) {
+        if (n->taken) {
+            wa_window_left(&n->window, n->taken, now);
+            n->taken = 0;
+        }
     }
 }
 
