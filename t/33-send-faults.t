@@ -170,6 +170,63 @@ ok(wait_until(sub {
     or diag($pg->query("SELECT status, count(*) FROM messages WHERE "
                        . "content->>'to' LIKE '+4941%' GROUP BY 1"));
 
+# --- PostgreSQL stopped with a recording in flight -----------------------------
+# A round's outcomes are recorded on a connection of their own, without
+# waiting.  Here a session locks the rows of the messages in flight, so
+# the recording of Meta's answers waits in PostgreSQL, and PostgreSQL
+# stops under it: that recording is made again once PostgreSQL is back,
+# before any later one, and nothing is sent twice.
+
+# Meta's answers held back until the session holds the rows
+$sim->clear_requests;
+$sim->add_rule({ delay_ms => 1500 });
+$answers = $t->send_many(map { { priority => 'bulk',
+                                 %{ template(sprintf '+4942%07d', $_) } } }
+                           1 .. 100);
+is(scalar(grep { $_->{status} == 202 } @$answers), 100, '100 sends queued');
+my $in_flight = "SELECT id FROM messages WHERE status = 'sending' "
+                . "AND content->>'to' LIKE '+4942%'";
+ok(wait_until(sub { $pg->query("SELECT count(*) FROM ($in_flight) f") >= 20 },
+              20), 'sending under way');
+
+my $holder = fork // die "fork: $!";
+if (!$holder) {
+    open STDOUT, '>', '/dev/null';
+    open STDERR, '>', '/dev/null';
+    exec 'psql', '-X', '-q', '-h', '127.0.0.1', '-p', $pg->port,
+         '-U', 'postgres', '-d', 'wa', '-c',
+         "BEGIN; $in_flight FOR UPDATE; SELECT pg_sleep(60)";
+    exit 127;
+}
+ok(wait_until(sub { $pg->query("SELECT count(*) FROM pg_stat_activity "
+                               . "WHERE query LIKE '%pg_sleep(60)%'")
+                    eq "1\n" }, 10), 'the rows in flight locked');
+ok(wait_until(sub { $pg->query("SELECT count(*) FROM pg_stat_activity "
+                               . "WHERE query LIKE '%wa_send_results%' "
+                               . "AND wait_event_type = 'Lock'")
+                    eq "1\n" }, 20),
+   'Meta answered, the recording waits in PostgreSQL');
+$sim->clear_rules;
+$pg->stop;
+waitpid $holder, 0;
+$pg->restart;
+
+# recorded from Meta's answers, not resolved later as `unknown` (whose
+# title would stay)
+my $left = "SELECT count(*) FROM messages WHERE content->>'to' LIKE '+4942%' "
+           . "AND (wamid NOT LIKE 'wamid.%' OR error_title IS NOT NULL)";
+ok(wait_until(sub { $pg->query($left) eq "0\n" }, 60),
+   'after the outage, every message accepted and recorded')
+    or diag($pg->query("SELECT status, error_title, count(*) FROM messages "
+                       . "WHERE content->>'to' LIKE '+4942%' GROUP BY 1, 2"));
+my %sent;
+$sent{$_->{body}{biz_opaque_callback_data}}++
+    for grep { ($_->{body}{to} // '') =~ /^\+4942/ } @{ $sim->requests };
+is(scalar(keys %sent), 100, '... each reached Meta');
+is(scalar(grep { $_ > 1 } values %sent), 0, '... once');
+like($t->worker->log, qr/outcomes not recorded yet/,
+     'the recording cut off is logged');
+
 # --- the API's message.new goes out before its send's events ----------------
 # The API writes message.new to update_outbox and wakes the ingest loop,
 # which publishes it; the sender's answer could overtake it.  Here the

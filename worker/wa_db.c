@@ -166,23 +166,7 @@ done:
 wa_db_result_e
 wa_db_apply_result(wa_db_t *db, PGresult **events, char *err, size_t errlen)
 {
-    PGresult  *res, *more;
-
-    *events = NULL;
-    res = PQgetResult(db->conn);
-
-    /* one statement: drain to the end so the connection is ready */
-    while ((more = PQgetResult(db->conn)) != NULL) {
-        PQclear(more);
-    }
-
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        return wa_db_failed(db, res, "wa_apply_batch", err, errlen);
-    }
-
-    *events = res;
-
-    return WA_DB_OK;
+    return wa_db_call_result(db, "wa_apply_batch", events, err, errlen);
 }
 
 
@@ -328,6 +312,63 @@ wa_db_call(wa_db_t *db, const char *what, const char *sql, int n,
     } else {
         PQclear(res);
     }
+
+    return WA_DB_OK;
+}
+
+
+wa_db_result_e
+wa_db_call_send(wa_db_t *db, const char *what, const char *sql, int n,
+    const char *const *values, char *err, size_t errlen)
+{
+    if (db->conn == NULL) {
+        snprintf(err, errlen, "%s: not connected", what);
+        return WA_DB_RETRY;
+    }
+
+    /* libpq copies the parameters: the caller may free them at once */
+    if (!PQsendQueryParams(db->conn, sql, n, NULL, values, NULL, NULL, 0)) {
+        return wa_db_failed(db, NULL, what, err, errlen);
+    }
+
+    return WA_DB_OK;
+}
+
+
+int
+wa_db_call_ready(wa_db_t *db)
+{
+    /* a connection lost is ready too: the result says so */
+    return db->conn == NULL || !PQconsumeInput(db->conn)
+           || !PQisBusy(db->conn);
+}
+
+
+wa_db_result_e
+wa_db_call_result(wa_db_t *db, const char *what, PGresult **rows, char *err,
+    size_t errlen)
+{
+    PGresult  *res, *more;
+
+    *rows = NULL;
+
+    if (db->conn == NULL) {
+        snprintf(err, errlen, "%s: not connected", what);
+        return WA_DB_RETRY;
+    }
+
+    res = PQgetResult(db->conn);
+
+    /* one statement: drain to the end so the connection is ready */
+    while ((more = PQgetResult(db->conn)) != NULL) {
+        PQclear(more);
+    }
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        return wa_db_failed(db, res, what, err, errlen);
+    }
+
+    *rows = res;
 
     return WA_DB_OK;
 }

@@ -1,7 +1,10 @@
 /*
  * PostgreSQL for the worker: migrations, applying a batch, draining the
- * update outbox.  Blocking libpq on one connection: a batch is the unit
- * of work and nothing else waits on it.
+ * update outbox, the sender's calls.  Blocking libpq, a connection per
+ * use; the long calls also in two halves (sent, then answered), so that
+ * the caller goes on while PostgreSQL works.  A connection has one
+ * statement at a time: a blocking call made while another is in flight
+ * would swallow its answer.
  */
 
 #ifndef WA_DB_H
@@ -79,6 +82,19 @@ wa_db_result_e wa_db_outbox_delete(wa_db_t *db, const char *ids);
 wa_db_result_e wa_db_call(wa_db_t *db, const char *what, const char *sql,
     int n, const char *const *values, const int *lengths,
     const int *formats, PGresult **rows, char *err, size_t errlen);
+
+/*
+ * wa_db_call's statement (a result set expected) in three steps, so that
+ * the caller goes on while PostgreSQL works: send returns once it is
+ * written; ready tells, without waiting, whether the answer is in (or
+ * the connection lost); result takes it, waiting for it if need be.
+ */
+wa_db_result_e wa_db_call_send(wa_db_t *db, const char *what,
+    const char *sql, int n, const char *const *values, char *err,
+    size_t errlen);
+int wa_db_call_ready(wa_db_t *db);
+wa_db_result_e wa_db_call_result(wa_db_t *db, const char *what,
+    PGresult **rows, char *err, size_t errlen);
 
 /* Webhook log partitions: today's and tomorrow's, old ones dropped. */
 wa_db_result_e wa_db_retain(wa_db_t *db, int days);

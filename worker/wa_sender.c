@@ -8,8 +8,10 @@
  *   release the delayed jobs that are due;
  *   dispatch: per number, as its pace and each recipient's allow, claim
  *   jobs in PostgreSQL and post them (wa_graph);
- *   wait for transfers, doorbells or the next due time (curl_multi_poll);
- *   record the outcomes of the round in one transaction, publish them.
+ *   wait for transfers, doorbells, the recording in flight or the next
+ *   due time (curl_multi_poll);
+ *   record the outcomes of the round in one transaction, on a connection
+ *   of its own and without waiting for it; publish them once it is done.
  *
  * Memory: every job is owned by exactly one place (a number's queue, the
  * delayed list, the batch being claimed, or a transfer) and indexed by
@@ -97,6 +99,7 @@ struct wa_job_s {
     wa_recipient_t  *recipient;     /* messages; not read receipts */
     wa_sender_t     *sender;
     long long        due;           /* delayed: not before */
+    unsigned         round;         /* its last outcome's recording */
     int              attempts;
     unsigned         read:1;        /* a read receipt */
     unsigned         bulk:1;
@@ -120,6 +123,7 @@ struct wa_sender_s {
     wa_redis_t        redis;            /* acknowledgements, publishing */
     int               bell_asked;
     wa_db_t           db;
+    wa_db_t           rec;              /* the outcomes' recordings */
     wa_graph_t       *graph;
 
     wa_number_t      *numbers;
@@ -130,6 +134,11 @@ struct wa_sender_s {
     int               njobs;
 
     wa_outcomes_t     outcomes;         /* of the round, to record */
+    unsigned          round;            /* ... in this recording */
+    char             *recording;        /* the one sent (its JSON) */
+    int               rec_sent;         /* ... and not answered yet */
+    unsigned          rec_round;        /* ... its round */
+    unsigned          recorded;         /* the last round recorded */
 
     long long         backoff_ms;
     long long         next_sweep;
@@ -165,8 +174,9 @@ static void wa_sender_retry(wa_sender_t *s, wa_job_t *job,
 static void wa_sender_outcome(wa_sender_t *s, wa_outcome_e kind,
     const char *key, int code, const char *text);
 static void wa_sender_record(wa_sender_t *s);
+static void wa_sender_recorded(wa_sender_t *s, int wait);
 static void wa_sender_adopt(wa_sender_t *s);
-static void wa_sender_publish(wa_sender_t *s, PGresult *res);
+static void wa_sender_publish(wa_sender_t *s, wa_db_t *db, PGresult *res);
 static void wa_sender_forget(wa_sender_t *s, wa_job_t *job);
 static void wa_sender_free(wa_sender_t *s);
 static void wa_sender_requeue(wa_job_t *job);
@@ -190,6 +200,7 @@ wa_sender_start(const wa_config_t *cf)
     }
 
     s->cf = *cf;
+    s->round = 1;
     pthread_mutex_init(&s->lock, NULL);
     snprintf(s->owner, sizeof(s->owner), "%s/sender", cf->worker_consumer);
 
@@ -304,12 +315,15 @@ wa_sender_main(void *arg)
                     wa_graph_in_flight(s->graph));
     }
 
-    for (int i = 0; i < 3 && s->outcomes.n; i++) {
-        if (s->db.conn == NULL) {
-            (void) wa_db_connect(&s->db, s->cf.postgres_conninfo);
+    wa_sender_recorded(s, 1);
+
+    for (int i = 0; i < 3 && (s->outcomes.n || s->recording); i++) {
+        if (s->rec.conn == NULL) {
+            (void) wa_db_connect(&s->rec, s->cf.postgres_conninfo);
         }
 
         wa_sender_record(s);
+        wa_sender_recorded(s, 1);
     }
 
     wa_log_info("sender: stopped");
@@ -321,9 +335,9 @@ wa_sender_main(void *arg)
 static void
 wa_sender_turn(wa_sender_t *s)
 {
-    int                 nextra;
+    int                 nextra, bell, rec;
     long long           now, wake;
-    struct curl_waitfd  extra;
+    struct curl_waitfd  extra[2];
 
     wa_sender_configure(s);
 
@@ -349,26 +363,37 @@ wa_sender_turn(wa_sender_t *s)
     wa_sender_dispatch(s, now, &wake);
 
     nextra = 0;
+    bell = rec = -1;
 
     if (s->bell_asked && s->bell.c) {
-        extra.fd = s->bell.c->fd;
-        extra.events = CURL_WAIT_POLLIN;
-        extra.revents = 0;
-        nextra = 1;
+        bell = nextra++;
+        extra[bell].fd = s->bell.c->fd;
+    }
+
+    if (s->rec_sent) {
+        rec = nextra++;
+        extra[rec].fd = PQsocket(s->rec.conn);
+    }
+
+    for (int i = 0; i < nextra; i++) {
+        extra[i].events = CURL_WAIT_POLLIN;
+        extra[i].revents = 0;
     }
 
     now = wa_sender_now();
 
-    (void) wa_graph_run(s->graph, &extra, nextra,
+    (void) wa_graph_run(s->graph, extra, nextra,
                         wake > now ? (int) (wake - now) : 0);
 
-    if (nextra && extra.revents) {
+    if (bell >= 0 && extra[bell].revents) {
         wa_sender_bells(s);
     }
 
-    if (s->outcomes.n) {
-        wa_sender_record(s);
+    if (rec >= 0 && extra[rec].revents) {
+        wa_sender_recorded(s, 0);
     }
+
+    wa_sender_record(s);
 }
 
 
@@ -382,6 +407,9 @@ wa_sender_configure(wa_sender_t *s)
 
     if (s->reload && (s->graph == NULL || wa_graph_in_flight(s->graph) == 0))
     {
+        /* its connection goes: the recording in flight lands first */
+        wa_sender_recorded(s, 1);
+
         s->cf = s->next_cf;
         s->reload = 0;
         wa_sender_key(s);
@@ -392,6 +420,7 @@ wa_sender_configure(wa_sender_t *s)
         wa_redis_close(&s->bell);
         wa_redis_close(&s->redis);
         wa_db_close(&s->db);
+        wa_db_close(&s->rec);
         s->bell_asked = 0;
         s->next_sweep = 0;
 
@@ -421,7 +450,9 @@ wa_sender_connect(wa_sender_t *s)
         || (s->redis.c == NULL && wa_redis_connect(&s->redis, &s->cf) != 0)
         || (s->bell.c == NULL && wa_redis_connect(&s->bell, &s->cf) != 0)
         || (s->db.conn == NULL
-            && wa_db_connect(&s->db, s->cf.postgres_conninfo) != 0))
+            && wa_db_connect(&s->db, s->cf.postgres_conninfo) != 0)
+        || (s->rec.conn == NULL
+            && wa_db_connect(&s->rec, s->cf.postgres_conninfo) != 0))
     {
         s->bell_asked = 0;
         s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : 100;
@@ -464,9 +495,8 @@ wa_sender_wait(wa_sender_t *s, long long ms)
         }
     }
 
-    if (s->outcomes.n && s->db.conn) {
-        wa_sender_record(s);
-    }
+    wa_sender_recorded(s, 0);
+    wa_sender_record(s);
 }
 
 
@@ -564,7 +594,7 @@ wa_sender_sweep(wa_sender_t *s, long long now)
         return;
     }
 
-    wa_sender_publish(s, rows);
+    wa_sender_publish(s, &s->db, rows);
 
     if (s->recipients.count > WA_RECIPIENTS_MAX / 2) {
         wa_sender_evict(s, now);
@@ -955,6 +985,12 @@ wa_sender_dispatch(wa_sender_t *s, long long now, long long *wake)
             job = q->head;
             r = job->recipient;
 
+            /* queued again by an outcome not recorded yet: the claim
+             * would find its row still `sending` */
+            if (job->round > s->recorded) {
+                continue;
+            }
+
             if (r && r->hold_until > now) {
                 job->due = r->hold_until;
                 goto delay;
@@ -1333,57 +1369,105 @@ static void
 wa_sender_outcome(wa_sender_t *s, wa_outcome_e kind, const char *key,
     int code, const char *text)
 {
+    wa_job_t  *job;
+
     if (wa_outcomes_add(&s->outcomes, kind, key, code, text) != 0) {
         /* the row stays `sending`: a sweep makes it `unknown` */
         wa_log_error("sender: out of memory: the outcome of %s is lost", key);
+    }
+
+    /* a job that lives on (queued again): claimed once this is recorded */
+    job = wa_map_get(&s->jobs, key);
+
+    if (job) {
+        job->round = s->round;
     }
 }
 
 
 /*
- * The round's outcomes in one transaction (wa_send_results), then its
- * events published.  PostgreSQL away: kept for the next turn (the rows
- * stay `sending` meanwhile, and nothing is sent twice).
+ * The round's outcomes in one transaction (wa_send_results), on a
+ * connection of their own and not waited for: the next requests are
+ * claimed and posted while PostgreSQL records these (bench/send).  One
+ * recording at a time, in order.  PostgreSQL away: the same one is sent
+ * again later (the rows stay `sending` meanwhile, and nothing is sent
+ * twice).
  */
 static void
 wa_sender_record(wa_sender_t *s)
 {
-    char            *json, err[512];
-    PGresult        *res;
-    const char      *values[2];
-    wa_db_result_e   rc;
+    char            err[512];
+    const char     *values[2];
 
-    json = wa_outcomes_json(&s->outcomes);
-    if (json == NULL) {
+    if (s->rec_sent || s->rec.conn == NULL
+        || (s->recording == NULL && s->outcomes.n == 0))
+    {
         return;
+    }
+
+    if (s->recording == NULL) {
+        s->recording = wa_outcomes_json(&s->outcomes);
+
+        if (s->recording == NULL) {
+            return;
+        }
+
+        s->outcomes.n = 0;
+        s->rec_round = s->round++;
     }
 
     wa_sender_adopt(s);
 
     values[0] = s->owner;
-    values[1] = json;
+    values[1] = s->recording;
 
-    rc = wa_db_call(&s->db, "wa_send_results",
-                    "SELECT outbox_id, events "
-                    "FROM wa_send_results($1, $2::jsonb)",
-                    2, values, NULL, NULL, &res, err, sizeof(err));
-    free(json);
+    if (wa_db_call_send(&s->rec, "wa_send_results",
+                        "SELECT outbox_id, events "
+                        "FROM wa_send_results($1, $2::jsonb)",
+                        2, values, err, sizeof(err)) != WA_DB_OK)
+    {
+        wa_log_warn("sender: outcomes not recorded yet: %s", err);
+        return;
+    }
+
+    s->rec_sent = 1;
+}
+
+
+/* The recording's answer, if it is in (or, with wait, once it is): its
+ * events published. */
+static void
+wa_sender_recorded(wa_sender_t *s, int wait)
+{
+    char            err[512];
+    PGresult       *res;
+    wa_db_result_e  rc;
+
+    if (!s->rec_sent || (!wait && !wa_db_call_ready(&s->rec))) {
+        return;
+    }
+
+    s->rec_sent = 0;
+
+    rc = wa_db_call_result(&s->rec, "wa_send_results", &res, err,
+                           sizeof(err));
 
     if (rc == WA_DB_RETRY) {
         wa_log_warn("sender: outcomes not recorded yet: %s", err);
         return;
     }
 
+    free(s->recording);
+    s->recording = NULL;
+    s->recorded = s->rec_round;
+
     if (rc == WA_DB_REJECT) {
         /* a bug: the rows stay `sending` and a sweep makes them unknown */
         wa_log_error("sender: outcomes refused: %s", err);
-        s->outcomes.n = 0;
         return;
     }
 
-    s->outcomes.n = 0;
-
-    wa_sender_publish(s, res);
+    wa_sender_publish(s, &s->rec, res);
 }
 
 
@@ -1404,7 +1488,7 @@ wa_sender_adopt(wa_sender_t *s)
 
     values[0] = s->owner;
 
-    if (wa_db_call(&s->db, "outbox",
+    if (wa_db_call(&s->rec, "outbox",
                    "WITH taken AS (UPDATE update_outbox SET owner = $1"
                    "               WHERE owner IS NULL RETURNING id, events)"
                    " SELECT id, events FROM taken ORDER BY id",
@@ -1415,16 +1499,18 @@ wa_sender_adopt(wa_sender_t *s)
         return;
     }
 
-    wa_sender_publish(s, res);
+    wa_sender_publish(s, &s->rec, res);
 }
 
 
 /*
  * Outbox rows (outbox_id, events) published in their order, then
- * deleted; the result is cleared.  Rows not published stay for a sweep.
+ * deleted on db (a connection with no statement in flight: a blocking
+ * call would swallow that statement's answer); the result is cleared.
+ * Rows not published stay for a sweep.
  */
 static void
-wa_sender_publish(wa_sender_t *s, PGresult *res)
+wa_sender_publish(wa_sender_t *s, wa_db_t *db, PGresult *res)
 {
     int           i, n, rows;
     char         *ids, *p;
@@ -1463,7 +1549,7 @@ wa_sender_publish(wa_sender_t *s, PGresult *res)
         wa_log_warn("sender: publishing deferred");
 
     } else {
-        (void) wa_db_outbox_delete(&s->db, ids);
+        (void) wa_db_outbox_delete(db, ids);
     }
 
 done:
@@ -1530,6 +1616,8 @@ wa_sender_free(wa_sender_t *s)
     wa_redis_close(&s->bell);
     wa_redis_close(&s->redis);
     wa_db_close(&s->db);
+    wa_db_close(&s->rec);
+    free(s->recording);
     OPENSSL_cleanse(s->key, sizeof(s->key));
     pthread_mutex_destroy(&s->lock);
     wa_outcomes_free(&s->outcomes);
