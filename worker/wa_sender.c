@@ -123,6 +123,8 @@ struct wa_sender_s {
     wa_redis_t        redis;            /* acknowledgements, publishing */
     int               bell_asked;
     wa_db_t           db;
+    wa_job_t         *claiming[WA_CLAIM_MAX];  /* the claim in flight's */
+    int               nclaiming;        /* 0: none in flight */
     wa_db_t           rec;              /* the outcomes' recordings */
     wa_graph_t       *graph;
 
@@ -166,6 +168,10 @@ static void wa_sender_dispatch(wa_sender_t *s, long long now,
     long long *wake);
 static void wa_sender_claim(wa_sender_t *s, wa_job_t **batch, int n,
     int read);
+static void wa_sender_claimed(wa_sender_t *s, int wait);
+static void wa_sender_claim_rows(wa_sender_t *s, wa_job_t **batch, int n,
+    int read, PGresult *rows);
+static void wa_sender_left(wa_sender_t *s);
 static void wa_sender_post(wa_sender_t *s, wa_job_t *job,
     const char *body);
 static void wa_sender_done(void *data, const wa_graph_result_t *res);
@@ -301,6 +307,7 @@ wa_sender_main(void *arg)
     }
 
     /* what is in flight finishes (or is cut off), its outcomes recorded */
+    wa_sender_claimed(s, 1);
     until = wa_sender_now() + WA_DRAIN_MAX_MS;
 
     while (s->graph && wa_graph_in_flight(s->graph) > 0
@@ -335,9 +342,9 @@ wa_sender_main(void *arg)
 static void
 wa_sender_turn(wa_sender_t *s)
 {
-    int                 nextra, bell, rec;
+    int                 nextra, bell, rec, claim;
     long long           now, wake;
-    struct curl_waitfd  extra[2];
+    struct curl_waitfd  extra[3];
 
     wa_sender_configure(s);
 
@@ -348,7 +355,8 @@ wa_sender_turn(wa_sender_t *s)
 
     now = wa_sender_now();
 
-    if (now >= s->next_sweep || s->refresh) {
+    /* the sweep's calls wait: not while the claim is in flight there */
+    if ((now >= s->next_sweep || s->refresh) && s->nclaiming == 0) {
         wa_sender_sweep(s, now);
     }
 
@@ -363,7 +371,7 @@ wa_sender_turn(wa_sender_t *s)
     wa_sender_dispatch(s, now, &wake);
 
     nextra = 0;
-    bell = rec = -1;
+    bell = rec = claim = -1;
 
     if (s->bell_asked && s->bell.c) {
         bell = nextra++;
@@ -373,6 +381,11 @@ wa_sender_turn(wa_sender_t *s)
     if (s->rec_sent) {
         rec = nextra++;
         extra[rec].fd = PQsocket(s->rec.conn);
+    }
+
+    if (s->nclaiming) {
+        claim = nextra++;
+        extra[claim].fd = PQsocket(s->db.conn);
     }
 
     for (int i = 0; i < nextra; i++) {
@@ -393,6 +406,10 @@ wa_sender_turn(wa_sender_t *s)
         wa_sender_recorded(s, 0);
     }
 
+    if (claim >= 0 && extra[claim].revents) {
+        wa_sender_claimed(s, 0);
+    }
+
     wa_sender_record(s);
 }
 
@@ -407,7 +424,8 @@ wa_sender_configure(wa_sender_t *s)
 
     if (s->reload && (s->graph == NULL || wa_graph_in_flight(s->graph) == 0))
     {
-        /* its connection goes: the recording in flight lands first */
+        /* their connections go: what is in flight there lands first */
+        wa_sender_claimed(s, 1);
         wa_sender_recorded(s, 1);
 
         s->cf = s->next_cf;
@@ -495,6 +513,7 @@ wa_sender_wait(wa_sender_t *s, long long ms)
         }
     }
 
+    wa_sender_claimed(s, 0);
     wa_sender_recorded(s, 0);
     wa_sender_record(s);
 }
@@ -941,6 +960,11 @@ wa_sender_dispatch(wa_sender_t *s, long long now, long long *wake)
     wa_number_t     *n;
     wa_recipient_t  *r;
 
+    /* one claim at a time: its jobs are posted when it lands */
+    if (s->nclaiming) {
+        return;
+    }
+
     nsend = nread = 0;
     room = s->cf.sender_concurrency - wa_graph_in_flight(s->graph);
 
@@ -1064,15 +1088,29 @@ wa_sender_dispatch(wa_sender_t *s, long long now, long long *wake)
 
     } while (progress);
 
-    if (nsend) {
-        wa_sender_claim(s, sends, nsend, 0);
-    }
-
+    /* read receipts (few) waited for, then the sends' claim goes; the
+     * window counts them from when that lands */
     if (nread) {
         wa_sender_claim(s, reads, nread, 1);
     }
 
-    /* posted now, after the claims: counted from now */
+    if (nsend) {
+        wa_sender_claim(s, sends, nsend, 0);
+
+    } else {
+        wa_sender_left(s);
+    }
+}
+
+
+/* The sends counted by the last dispatch are posted now: counted from now
+ * (a claim in PostgreSQL came between). */
+static void
+wa_sender_left(wa_sender_t *s)
+{
+    long long     now;
+    wa_number_t  *n;
+
     now = wa_sender_now();
 
     for (n = s->numbers; n; n = n->next) {
@@ -1087,14 +1125,15 @@ wa_sender_dispatch(wa_sender_t *s, long long now, long long *wake)
 /*
  * One statement marks the jobs' rows `sending` (receipts likewise) and
  * hands back what to post; a job whose row is no longer queued was done
- * by someone else and is dropped.  PostgreSQL away: back to the queues.
+ * by someone else and is dropped.  The sends' claim is not waited for:
+ * transfers and recordings go on meanwhile, and its jobs are posted when
+ * it lands (wa_sender_claimed).  PostgreSQL away: back to the queues.
  */
 static void
 wa_sender_claim(wa_sender_t *s, wa_job_t **batch, int n, int read)
 {
     int              i;
     char             err[512], *ids;
-    wa_job_t        *job;
     PGresult        *rows;
     const char      *values[2];
     wa_db_result_e   rc;
@@ -1115,9 +1154,10 @@ wa_sender_claim(wa_sender_t *s, wa_job_t **batch, int n, int read)
     } else {
         values[0] = s->owner;
         values[1] = ids;
-        rc = wa_db_call(&s->db, "wa_send_claim",
-                        "SELECT id, content FROM wa_send_claim($1, $2::uuid[])",
-                        2, values, NULL, NULL, &rows, err, sizeof(err));
+        rc = wa_db_call_send(&s->db, "wa_send_claim",
+                             "SELECT id, content "
+                             "FROM wa_send_claim($1, $2::uuid[])",
+                             2, values, err, sizeof(err));
     }
 
     free(ids);
@@ -1131,6 +1171,56 @@ wa_sender_claim(wa_sender_t *s, wa_job_t **batch, int n, int read)
 
         return;
     }
+
+    if (read) {
+        wa_sender_claim_rows(s, batch, n, 1, rows);
+        return;
+    }
+
+    memcpy(s->claiming, batch, n * sizeof(wa_job_t *));
+    s->nclaiming = n;
+}
+
+
+/* The sends' claim, if it has landed (or, with wait, once it has). */
+static void
+wa_sender_claimed(wa_sender_t *s, int wait)
+{
+    int              i, n;
+    char             err[512];
+    PGresult        *rows;
+
+    if (s->nclaiming == 0 || (!wait && !wa_db_call_ready(&s->db))) {
+        return;
+    }
+
+    n = s->nclaiming;
+    s->nclaiming = 0;
+
+    if (wa_db_call_result(&s->db, "wa_send_claim", &rows, err, sizeof(err))
+        != WA_DB_OK)
+    {
+        wa_log_error("sender: %s", err);
+
+        for (i = n - 1; i >= 0; i--) {
+            wa_sender_requeue(s->claiming[i]);
+        }
+
+        return;
+    }
+
+    wa_sender_claim_rows(s, s->claiming, n, 0, rows);
+    wa_sender_left(s);
+}
+
+
+/* The rows a claim handed back (id, and the body to post for sends). */
+static void
+wa_sender_claim_rows(wa_sender_t *s, wa_job_t **batch, int n, int read,
+    PGresult *rows)
+{
+    int        i;
+    wa_job_t  *job;
 
     for (i = 0; i < PQntuples(rows); i++) {
         job = wa_map_get(&s->jobs, PQgetvalue(rows, i, 0));
