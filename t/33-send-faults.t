@@ -198,8 +198,9 @@ if (!$holder) {
          "BEGIN; $in_flight FOR UPDATE; SELECT pg_sleep(60)";
     exit 127;
 }
+# locked once it sleeps (its FOR UPDATE may wait for a claim to commit)
 ok(wait_until(sub { $pg->query("SELECT count(*) FROM pg_stat_activity "
-                               . "WHERE query LIKE '%pg_sleep(60)%'")
+                               . "WHERE wait_event = 'PgSleep'")
                     eq "1\n" }, 10), 'the rows in flight locked');
 ok(wait_until(sub { $pg->query("SELECT count(*) FROM pg_stat_activity "
                                . "WHERE query LIKE '%wa_send_results%' "
