@@ -137,9 +137,9 @@ struct wa_sender_s {
 
     wa_outcomes_t     outcomes;         /* of the round, to record */
     unsigned          round;            /* ... in this recording */
-    char             *recording;        /* the one sent (its JSON) */
+    char             *recording;        /* the one sent (its JSON), of
+                                           round - 1 */
     int               rec_sent;         /* ... and not answered yet */
-    unsigned          rec_round;        /* ... its round */
     unsigned          recorded;         /* the last round recorded */
 
     long long         backoff_ms;
@@ -169,6 +169,7 @@ static void wa_sender_dispatch(wa_sender_t *s, long long now,
 static void wa_sender_claim(wa_sender_t *s, wa_job_t **batch, int n,
     int read);
 static void wa_sender_claimed(wa_sender_t *s, int wait);
+static void wa_sender_unclaim(wa_job_t **batch, int n, const char *err);
 static void wa_sender_claim_rows(wa_sender_t *s, wa_job_t **batch, int n,
     int read, PGresult *rows);
 static void wa_sender_left(wa_sender_t *s);
@@ -1132,7 +1133,6 @@ wa_sender_left(wa_sender_t *s)
 static void
 wa_sender_claim(wa_sender_t *s, wa_job_t **batch, int n, int read)
 {
-    int              i;
     char             err[512], *ids;
     PGresult        *rows;
     const char      *values[2];
@@ -1163,12 +1163,7 @@ wa_sender_claim(wa_sender_t *s, wa_job_t **batch, int n, int read)
     free(ids);
 
     if (rc != WA_DB_OK) {
-        wa_log_error("sender: %s", err);
-
-        for (i = n - 1; i >= 0; i--) {
-            wa_sender_requeue(batch[i]);
-        }
-
+        wa_sender_unclaim(batch, n, err);
         return;
     }
 
@@ -1186,7 +1181,7 @@ wa_sender_claim(wa_sender_t *s, wa_job_t **batch, int n, int read)
 static void
 wa_sender_claimed(wa_sender_t *s, int wait)
 {
-    int              i, n;
+    int              n;
     char             err[512];
     PGresult        *rows;
 
@@ -1200,17 +1195,27 @@ wa_sender_claimed(wa_sender_t *s, int wait)
     if (wa_db_call_result(&s->db, "wa_send_claim", &rows, err, sizeof(err))
         != WA_DB_OK)
     {
-        wa_log_error("sender: %s", err);
-
-        for (i = n - 1; i >= 0; i--) {
-            wa_sender_requeue(s->claiming[i]);
-        }
-
+        wa_sender_unclaim(s->claiming, n, err);
         return;
     }
 
     wa_sender_claim_rows(s, s->claiming, n, 0, rows);
     wa_sender_left(s);
+}
+
+
+/* A claim that failed: its jobs back at the front of their queues, in
+ * their order. */
+static void
+wa_sender_unclaim(wa_job_t **batch, int n, const char *err)
+{
+    int  i;
+
+    wa_log_error("sender: %s", err);
+
+    for (i = n - 1; i >= 0; i--) {
+        wa_sender_requeue(batch[i]);
+    }
 }
 
 
@@ -1503,7 +1508,7 @@ wa_sender_record(wa_sender_t *s)
         }
 
         s->outcomes.n = 0;
-        s->rec_round = s->round++;
+        s->round++;
     }
 
     wa_sender_adopt(s);
@@ -1549,7 +1554,7 @@ wa_sender_recorded(wa_sender_t *s, int wait)
 
     free(s->recording);
     s->recording = NULL;
-    s->recorded = s->rec_round;
+    s->recorded = s->round - 1;
 
     if (rc == WA_DB_REJECT) {
         /* a bug: the rows stay `sending` and a sweep makes them unknown */
