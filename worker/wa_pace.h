@@ -16,10 +16,12 @@
 
 /*
  * Our clock and Meta's are not the same clock, and a request waits a
- * little between its pacing and Meta: a window is this much longer than
- * a second (the pace is 98% of the rate).
+ * little between its pacing and Meta, more under load: a window is this
+ * much longer than a second (the pace is 95% of the rate).  20 ms was
+ * not enough: a loaded test machine (ASan worker, 2 cores) let t/32 see
+ * 81 in one second.
  */
-#define WA_PACE_WINDOW_MS  1020
+#define WA_PACE_WINDOW_MS  1050
 
 
 typedef struct {
