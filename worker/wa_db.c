@@ -164,13 +164,6 @@ done:
 
 
 wa_db_result_e
-wa_db_apply_result(wa_db_t *db, PGresult **events, char *err, size_t errlen)
-{
-    return wa_db_call_result(db, "wa_apply_batch", events, err, errlen);
-}
-
-
-wa_db_result_e
 wa_db_outbox_take(wa_db_t *db, const char *consumer, int idle_ms, int limit,
     PGresult **rows)
 {

@@ -48,15 +48,14 @@ wa_db_result_e wa_db_check_schema(wa_db_t *db, const char *sql_dir);
  * that also deletes the outbox rows done ("{id,...}": published), in two
  * halves so that the worker reads and parses the next batch while
  * PostgreSQL applies this one: send returns once the call is written,
- * result waits for its answer.  On WA_DB_OK, *events holds the outbox row
- * it wrote (id and events both NULL when there was nothing to publish)
- * and the doorbell commands of the auto-replies it queued (NULL: none).
+ * and wa_db_call_result (below) waits for its answer.  On WA_DB_OK, its
+ * rows hold the outbox row it wrote (id and events both NULL when there
+ * was nothing to publish) and the doorbell commands of the auto-replies
+ * it queued (NULL: none).
  */
 wa_db_result_e wa_db_apply_send(wa_db_t *db, const char *json, int n,
     const char **bodies, const int *lens, const char *consumer,
     const char *done, char *err, size_t errlen);
-wa_db_result_e wa_db_apply_result(wa_db_t *db, PGresult **events, char *err,
-    size_t errlen);
 
 /*
  * Takes up to limit outbox rows left unpublished (the consumer's own,

@@ -941,7 +941,8 @@ wa_worker_result(wa_worker_t *w, PGresult **events, char *err,
             continue;
         }
 
-        one = wa_db_apply_result(&w->db[i], &events[i], why, sizeof(why));
+        one = wa_db_call_result(&w->db[i], "wa_apply_batch", &events[i],
+                                why, sizeof(why));
 
         if (one == WA_DB_OK && i == 0) {
             w->ndone -= w->ndone_sent;
