@@ -110,19 +110,20 @@ wa_db_apply_send(wa_db_t *db, const char *json, int n, const char **bodies,
     const int *lens, const char *consumer, const char *done, char *err,
     size_t errlen)
 {
-    int           i, *formats, *lengths, sent;
-    char         *sql, *p;
-    const char  **values;
+    int              i, *formats, *lengths;
+    char            *sql, *p;
+    const char     **values;
+    wa_db_result_e   rc;
 
     /* the bodies are bytes: bound in binary, one parameter each */
     sql = malloc(128 + (size_t) n * 24);
     values = malloc((n + 3) * sizeof(char *));
     formats = malloc((n + 3) * sizeof(int));
     lengths = malloc((n + 3) * sizeof(int));
-    sent = 0;
 
     if (sql == NULL || values == NULL || formats == NULL || lengths == NULL) {
-        snprintf(err, errlen, "out of memory");
+        snprintf(err, errlen, "wa_apply_batch: out of memory");
+        rc = WA_DB_RETRY;
         goto done;
     }
 
@@ -144,9 +145,8 @@ wa_db_apply_send(wa_db_t *db, const char *json, int n, const char **bodies,
     lengths[0] = lengths[1] = lengths[2] = 0;
     formats[0] = formats[1] = formats[2] = 0;
 
-    /* libpq copies the parameters: the caller may free them at once */
-    sent = PQsendQueryParams(db->conn, sql, n + 3, NULL, values, lengths,
-                             formats, 0);
+    rc = wa_db_call_send(db, "wa_apply_batch", sql, n + 3, values, lengths,
+                         formats, err, errlen);
 
 done:
 
@@ -155,11 +155,7 @@ done:
     free(formats);
     free(lengths);
 
-    if (!sent) {
-        return wa_db_failed(db, NULL, "wa_apply_batch", err, errlen);
-    }
-
-    return WA_DB_OK;
+    return rc;
 }
 
 
@@ -312,7 +308,8 @@ wa_db_call(wa_db_t *db, const char *what, const char *sql, int n,
 
 wa_db_result_e
 wa_db_call_send(wa_db_t *db, const char *what, const char *sql, int n,
-    const char *const *values, char *err, size_t errlen)
+    const char *const *values, const int *lengths, const int *formats,
+    char *err, size_t errlen)
 {
     if (db->conn == NULL) {
         snprintf(err, errlen, "%s: not connected", what);
@@ -320,7 +317,9 @@ wa_db_call_send(wa_db_t *db, const char *what, const char *sql, int n,
     }
 
     /* libpq copies the parameters: the caller may free them at once */
-    if (!PQsendQueryParams(db->conn, sql, n, NULL, values, NULL, NULL, 0)) {
+    if (!PQsendQueryParams(db->conn, sql, n, NULL, values, lengths, formats,
+                           0))
+    {
         return wa_db_failed(db, NULL, what, err, errlen);
     }
 

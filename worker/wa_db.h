@@ -89,8 +89,8 @@ wa_db_result_e wa_db_call(wa_db_t *db, const char *what, const char *sql,
  * the connection lost); result takes it, waiting for it if need be.
  */
 wa_db_result_e wa_db_call_send(wa_db_t *db, const char *what,
-    const char *sql, int n, const char *const *values, char *err,
-    size_t errlen);
+    const char *sql, int n, const char *const *values, const int *lengths,
+    const int *formats, char *err, size_t errlen);
 int wa_db_call_ready(wa_db_t *db);
 wa_db_result_e wa_db_call_result(wa_db_t *db, const char *what,
     PGresult **rows, char *err, size_t errlen);

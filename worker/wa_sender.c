@@ -1157,7 +1157,7 @@ wa_sender_claim(wa_sender_t *s, wa_job_t **batch, int n, int read)
         rc = wa_db_call_send(&s->db, "wa_send_claim",
                              "SELECT id, content "
                              "FROM wa_send_claim($1, $2::uuid[])",
-                             2, values, err, sizeof(err));
+                             2, values, NULL, NULL, err, sizeof(err));
     }
 
     free(ids);
@@ -1519,7 +1519,7 @@ wa_sender_record(wa_sender_t *s)
     if (wa_db_call_send(&s->rec, "wa_send_results",
                         "SELECT outbox_id, events "
                         "FROM wa_send_results($1, $2::jsonb)",
-                        2, values, err, sizeof(err)) != WA_DB_OK)
+                        2, values, NULL, NULL, err, sizeof(err)) != WA_DB_OK)
     {
         wa_log_warn("sender: outcomes not recorded yet: %s", err);
         return;
