@@ -148,16 +148,39 @@ sub share_of {
 my @named = map { "4915100000$_" } 10 .. 17;
 my %shares = map { (share_of($_) => 1) } @named;
 is(scalar keys %shares, 2, 'the named customers fall in both shares');
-$redis->cmd('XADD', 'wa:events', '*', 'body', encode_json(messages_delivery(
+# a batch of fewer than 64 entries is not split (WA_SPLIT_MIN): 64
+# deliveries of it (Meta's retries), added at once, are read as one batch
+my $named = encode_json(messages_delivery(
         '106540352242922',
         contacts => [ map { { profile => { name => "Name $_" },
-                              wa_id => $_ } } @named ])),
-    'rcvd', int(time * 1000), 'rid', ++$n);
+                              wa_id => $_ } } @named ]));
+$redis->cmd('MULTI');
+$redis->cmd('XADD', 'wa:events', '*', 'body', $named,
+            'rcvd', int(time * 1000), 'rid', ++$n) for 1 .. 64;
+is(scalar @{ $redis->cmd('EXEC') }, 64, 'contacts only: 64 deliveries added');
 ok($worker->drained(30), 'contacts only: drained');
 is(row("SELECT string_agg(customer_id || '=' || profile_name, ' ' "
        . "ORDER BY customer_id) FROM contacts WHERE customer_id LIKE "
        . "'4915100000%'"), join(' ', map { "$_=Name $_" } @named),
    'contacts only: every customer stored with its name');
+is(row("SELECT count(DISTINCT xmin::text) FROM contacts "
+       . "WHERE customer_id LIKE '4915100000%'"), '2',
+   'contacts only: stored by the batch\'s two shares, one transaction each');
+
+# one delivery alone, its customers in both shares: one transaction (a
+# share costs PostgreSQL more than a few rows do)
+my @alone = map { "4915100001$_" } 10 .. 17;
+is(scalar keys %{ { map { (share_of($_) => 1) } @alone } }, 2,
+   'one delivery\'s customers fall in both shares');
+$redis->cmd('XADD', 'wa:events', '*', 'body', encode_json(messages_delivery(
+        '106540352242922',
+        contacts => [ map { { profile => { name => "Name $_" },
+                              wa_id => $_ } } @alone ])),
+    'rcvd', int(time * 1000), 'rid', ++$n);
+ok($worker->drained(30), 'one delivery: drained');
+is(row("SELECT count(*) || ' ' || count(DISTINCT xmin::text) FROM contacts "
+       . "WHERE customer_id LIKE '4915100001%'"), '8 1',
+   'one delivery: every customer stored, in one transaction');
 
 is($worker->stop, 0, 'SIGTERM: exit status 0');
 like($worker->log, qr/whatsapp-worker stopped/, 'clean stop logged');
