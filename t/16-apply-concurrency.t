@@ -271,29 +271,24 @@ sub plan_of {
         or diag($plan);
 }
 
-# Every batch with a new message looks for its edits and revokes: a scan of
-# messages cost 3 to 9 ms per batch at 10,000 rows (sql/015_index_lookups.sql).
-{
-    my ($ok, $plans) =
-        plans(apply(messages => [ inbound_msg('wamid.planned', $t0 + 5) ]));
-    ok($ok, 'a message applied with its plans shown');
-    my $plan = plan_of($plans, 'touched := ARRAY(');
-    ok($plan =~ /(?:using|on) messages_refers_to/
+# A statement run by $sql must find messages through $index, not a scan.
+sub uses_index {
+    my ($sql, $begins, $index, $name) = @_;
+    my ($ok, $plans) = plans($sql);
+    ok($ok, "$name: run with its plans shown");
+    my $plan = plan_of($plans, $begins);
+    ok($plan =~ /(?:using|on) \Q$index\E/
            && $plan !~ /Seq Scan on messages/,
-       'its edits and revokes are looked up by refers_to, not by scanning')
+       "$name: messages looked up through $index, not by scanning")
         or diag($plan);
 }
 
-# The sender's sweep reconciles unknown messages every 5 s: it read the
-# whole of messages (sql/015_index_lookups.sql).
-{
-    my ($ok, $plans) = plans("SELECT outbox_id FROM wa_send_reconcile('test')");
-    ok($ok, 'a reconcile with its plans shown');
-    my $plan = plan_of($plans, 'WITH pair AS (');
-    ok($plan =~ /(?:using|on) messages_unsent/
-           && $plan !~ /Seq Scan on messages/,
-       'unknown messages are found through messages_unsent, not by scanning')
-        or diag($plan);
-}
+# Every batch with a new message looks for its edits and revokes: a scan of
+# messages cost 3 to 9 ms per batch at 10,000 rows; and the sender's sweep
+# reconciles unknown messages every 5 s (sql/015_index_lookups.sql).
+uses_index(apply(messages => [ inbound_msg('wamid.planned', $t0 + 5) ]),
+           'touched := ARRAY(', 'messages_refers_to', 'edits and revokes');
+uses_index("SELECT outbox_id FROM wa_send_reconcile('test')",
+           'WITH pair AS (', 'messages_unsent', 'unknown messages');
 
 done_testing;
