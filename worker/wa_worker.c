@@ -781,9 +781,9 @@ wa_worker_send(wa_worker_t *w, wa_entry_t *entries, int n,
  * A batch of fewer than WA_SPLIT_MIN entries is not split: a share costs
  * PostgreSQL about 2 ms of its own (the call, the commit) whatever it
  * holds, more than a few webhooks' rows.  At 1,000 webhooks/s the worker
- * reads batches of a few entries, and the split doubled their cost and
- * the time to their commit (bench/sse-e2e: p50 15 to 20 ms split, 6 to
- * 8 ms not).
+ * reads batches of a few entries, and the split made each of them two
+ * such transactions (bench/sse-e2e: p50 15 to 20 ms split, 6 to 8 ms
+ * not).
  */
 static int
 wa_worker_parse(wa_worker_t *w, wa_entry_t *entries, int n,
