@@ -208,6 +208,13 @@ ok(wait_until(sub { $pg->query("SELECT count(*) FROM pg_stat_activity "
                     eq "1\n" }, 20),
    'Meta answered, the recording waits in PostgreSQL');
 $sim->clear_rules;
+# the recording's backend ended first, while it still waits: in a
+# shutdown alone, the holder's locks may go before the recording's
+# backend is told to end, and the recording would commit
+is($pg->query("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+              . "WHERE query LIKE '%wa_send_results%' "
+              . "AND wait_event_type = 'Lock'"), "1\n",
+   'the recording cut off in PostgreSQL');
 $pg->stop;
 waitpid $holder, 0;
 $pg->restart;
