@@ -145,15 +145,30 @@ sub share_of {
     $h = (($h ^ ord) * 16777619) % 2**32 for split //, $_[0];
     return $h % 2;
 }
-my @named = map { "4915100000$_" } 10 .. 17;
-my %shares = map { (share_of($_) => 1) } @named;
-is(scalar keys %shares, 2, 'the named customers fall in both shares');
-# a batch of fewer than 64 entries is not split (WA_SPLIT_MIN): 64
-# deliveries of it (Meta's retries), added at once, are read as one batch
-my $named = encode_json(messages_delivery(
+
+# how many shares the customers fall in
+sub shares { return scalar keys %{ { map { (share_of($_) => 1) } @_ } } }
+
+# a delivery of contacts only, one named "Name <id>" per id
+sub contacts_body {
+    return encode_json(messages_delivery(
         '106540352242922',
         contacts => [ map { { profile => { name => "Name $_" },
-                              wa_id => $_ } } @named ]));
+                              wa_id => $_ } } @_ ]));
+}
+
+# the stored contacts of ids beginning with $prefix, and how many
+# transactions stored them: "rows transactions"
+sub stored_by {
+    return row("SELECT count(*) || ' ' || count(DISTINCT xmin::text) "
+               . "FROM contacts WHERE customer_id LIKE '$_[0]%'");
+}
+
+my @named = map { "4915100000$_" } 10 .. 17;
+is(shares(@named), 2, 'the named customers fall in both shares');
+# a batch of fewer than 64 entries is not split (WA_SPLIT_MIN): 64
+# deliveries of it (Meta's retries), added at once, are read as one batch
+my $named = contacts_body(@named);
 $redis->cmd('MULTI');
 $redis->cmd('XADD', 'wa:events', '*', 'body', $named,
             'rcvd', int(time * 1000), 'rid', ++$n) for 1 .. 64;
@@ -163,23 +178,17 @@ is(row("SELECT string_agg(customer_id || '=' || profile_name, ' ' "
        . "ORDER BY customer_id) FROM contacts WHERE customer_id LIKE "
        . "'4915100000%'"), join(' ', map { "$_=Name $_" } @named),
    'contacts only: every customer stored with its name');
-is(row("SELECT count(DISTINCT xmin::text) FROM contacts "
-       . "WHERE customer_id LIKE '4915100000%'"), '2',
+is(stored_by('4915100000'), '8 2',
    'contacts only: stored by the batch\'s two shares, one transaction each');
 
 # one delivery alone, its customers in both shares: one transaction (a
 # share costs PostgreSQL more than a few rows do)
 my @alone = map { "4915100001$_" } 10 .. 17;
-is(scalar keys %{ { map { (share_of($_) => 1) } @alone } }, 2,
-   'one delivery\'s customers fall in both shares');
-$redis->cmd('XADD', 'wa:events', '*', 'body', encode_json(messages_delivery(
-        '106540352242922',
-        contacts => [ map { { profile => { name => "Name $_" },
-                              wa_id => $_ } } @alone ])),
-    'rcvd', int(time * 1000), 'rid', ++$n);
+is(shares(@alone), 2, 'one delivery\'s customers fall in both shares');
+$redis->cmd('XADD', 'wa:events', '*', 'body', contacts_body(@alone),
+            'rcvd', int(time * 1000), 'rid', ++$n);
 ok($worker->drained(30), 'one delivery: drained');
-is(row("SELECT count(*) || ' ' || count(DISTINCT xmin::text) FROM contacts "
-       . "WHERE customer_id LIKE '4915100001%'"), '8 1',
+is(stored_by('4915100001'), '8 1',
    'one delivery: every customer stored, in one transaction');
 
 is($worker->stop, 0, 'SIGTERM: exit status 0');
