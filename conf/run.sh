@@ -182,14 +182,15 @@ cat <<MSG
   Reply to the customer (inside the 24-hour window the sample opened); the
   stream shows message.new, then message.status accepted, sent, delivered,
   read as the simulator's webhooks come back:
-    curl -H "Authorization: Bearer $token" http://127.0.0.1:$http_port/whatsapp/api/messages -d '{"phone_number_id":"$pn","to":"+16505551234","type":"text","text":{"body":"Yes, in blue."}}'
+    curl -H "Authorization: Bearer $token" http://127.0.0.1:$http_port/whatsapp/v1/messages -d '{"phone_number_id":"$pn","to":"+16505551234","type":"text","text":{"body":"Yes, in blue."}}'
 
   See what was stored, through the agent API (a 24-hour development token):
-    curl -H "Authorization: Bearer $token" http://127.0.0.1:$http_port/whatsapp/api/conversations
+    curl -H "Authorization: Bearer $token" http://127.0.0.1:$http_port/whatsapp/v1/conversations
   or in PostgreSQL:
     psql -h 127.0.0.1 -p $pg_port -U postgres wa -c 'TABLE conversations'
 
-  Ctrl-C stops everything.
+  Ctrl-C stops everything (or, when make run is in the background,
+  kill $$ from another shell).
 
 MSG
 
