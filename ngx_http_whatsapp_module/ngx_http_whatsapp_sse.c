@@ -39,6 +39,30 @@
 #define NGX_HTTP_WHATSAPP_SSE_EVENTS  16     /* names in ?events= */
 
 
+/*
+ * What ?events= may name: the updates the worker publishes
+ * (worker/README.md) and the relay's own reset.  A name not here is a
+ * 400, so that a misspelt filter is not a stream that stays silent.
+ */
+static ngx_str_t  ngx_http_whatsapp_sse_event_name[] = {
+    ngx_string("message.new"),
+    ngx_string("message.echo"),
+    ngx_string("message.status"),
+    ngx_string("conversation.update"),
+    ngx_string("template.status"),
+    ngx_string("phone.health"),
+    ngx_string("reset")
+};
+
+static ngx_array_t  ngx_http_whatsapp_sse_event_names = {
+    ngx_http_whatsapp_sse_event_name,
+    sizeof(ngx_http_whatsapp_sse_event_name) / sizeof(ngx_str_t),
+    sizeof(ngx_str_t),
+    sizeof(ngx_http_whatsapp_sse_event_name) / sizeof(ngx_str_t),
+    NULL
+};
+
+
 typedef struct ngx_http_whatsapp_sse_out_s  ngx_http_whatsapp_sse_out_t;
 
 /* One piece of output: a shared frame or a constant text. */
@@ -99,7 +123,7 @@ static ngx_array_t *ngx_http_whatsapp_sse_events(ngx_pool_t *pool,
     ngx_str_t *text);
 static ngx_array_t *ngx_http_whatsapp_sse_split(ngx_pool_t *pool,
     ngx_str_t *text);
-static ngx_uint_t ngx_http_whatsapp_sse_name_ok(ngx_str_t *s, ngx_uint_t dot);
+static ngx_uint_t ngx_http_whatsapp_sse_name_ok(ngx_str_t *s);
 static ngx_uint_t ngx_http_whatsapp_sse_in(ngx_array_t *list, ngx_str_t *s);
 static ngx_int_t ngx_http_whatsapp_sse_last_event_id(ngx_http_request_t *r,
     ngx_str_t *value);
@@ -360,7 +384,7 @@ ngx_http_whatsapp_sse_params(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    if (!ngx_http_whatsapp_sse_name_ok(&sub->phone, 0)) {
+    if (!ngx_http_whatsapp_sse_name_ok(&sub->phone)) {
         ngx_str_set(msg, "invalid phone_number_id");
         return NGX_HTTP_BAD_REQUEST;
     }
@@ -372,7 +396,7 @@ ngx_http_whatsapp_sse_params(ngx_http_request_t *r,
         return NGX_HTTP_FORBIDDEN;
     }
 
-    if (!ngx_http_whatsapp_sse_name_ok(&sub->conversation, 0)) {
+    if (!ngx_http_whatsapp_sse_name_ok(&sub->conversation)) {
         ngx_str_set(msg, "invalid conversation_id");
         return NGX_HTTP_BAD_REQUEST;
     }
@@ -380,8 +404,10 @@ ngx_http_whatsapp_sse_params(ngx_http_request_t *r,
     if (events.len) {
         sub->events = ngx_http_whatsapp_sse_events(r->pool, &events);
         if (sub->events == NULL) {
-            ngx_str_set(msg, "invalid events: up to 16 names such as "
-                             "message.new, separated by commas");
+            ngx_str_set(msg, "invalid events: up to 16 of message.new, "
+                             "message.echo, message.status, "
+                             "conversation.update, template.status, "
+                             "phone.health and reset, separated by commas");
             return NGX_HTTP_BAD_REQUEST;
         }
     }
@@ -432,8 +458,8 @@ ngx_http_whatsapp_sse_scope(ngx_pool_t *pool, ngx_str_t *literal)
 
 
 /*
- * ?events=a,b,c as an array of names (1..64 of [0-9A-Za-z_.-]); NULL if
- * one is not, or there are too many.
+ * ?events=a,b,c as an array of names; NULL if one is not an event's
+ * name, or there are too many.
  */
 static ngx_array_t *
 ngx_http_whatsapp_sse_events(ngx_pool_t *pool, ngx_str_t *text)
@@ -453,7 +479,9 @@ ngx_http_whatsapp_sse_events(ngx_pool_t *pool, ngx_str_t *text)
     name = list->elts;
 
     for (i = 0; i < list->nelts; i++) {
-        if (name[i].len == 0 || !ngx_http_whatsapp_sse_name_ok(&name[i], 1)) {
+        if (!ngx_http_whatsapp_sse_in(&ngx_http_whatsapp_sse_event_names,
+                                      &name[i]))
+        {
             return NULL;
         }
     }
@@ -496,9 +524,9 @@ ngx_http_whatsapp_sse_split(ngx_pool_t *pool, ngx_str_t *text)
 }
 
 
-/* 1..64 of [0-9A-Za-z_-] (and '.' if dot), as ids and event names are */
+/* up to 64 of [0-9A-Za-z_-], as ids are */
 static ngx_uint_t
-ngx_http_whatsapp_sse_name_ok(ngx_str_t *s, ngx_uint_t dot)
+ngx_http_whatsapp_sse_name_ok(ngx_str_t *s)
 {
     u_char  *p, c;
 
@@ -510,8 +538,7 @@ ngx_http_whatsapp_sse_name_ok(ngx_str_t *s, ngx_uint_t dot)
         c = *p;
 
         if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z')
-              || (c >= 'A' && c <= 'Z') || c == '_' || c == '-'
-              || (dot && c == '.')))
+              || (c >= 'A' && c <= 'Z') || c == '_' || c == '-'))
         {
             return 0;
         }

@@ -258,8 +258,12 @@ srand 20;
         '/open?events=message.new,,x' => qr/^invalid events/,
         '/open?events=message.new,' => qr/^invalid events/,
         '/open?events=a%20b' => qr/^invalid events/,
-        '/open?events=' . join(',', map { "e$_" } 1 .. 17)
-            => qr/^invalid events: up to 16 names/,
+        '/open?events=' . join(',', ('message.new') x 17)
+            => qr/^invalid events: up to 16 of message\.new, /,
+        # a name no update has: refused, not a stream that stays silent
+        '/open?events=bogus.event' => qr/^invalid events/,
+        '/open?events=message.status,messages.new' => qr/^invalid events/,
+        '/open?events=message_new' => qr/^invalid events/,
         '/open?last_event_id=abc' => qr/^invalid Last-Event-ID$/,
         '/open?last_event_id=1-2-3' => qr/^invalid Last-Event-ID$/,
     );
@@ -283,7 +287,11 @@ srand 20;
     is($res->{status}, 405, 'POST without a token: 405 (the method first)');
 
     # valid forms of the same parameters stream
-    for my $path ('/open?events=' . join(',', map { "e$_" } 1 .. 16),
+    for my $path ('/open?events=' . join(',', ('message.new') x 10,
+                                          qw(message.echo message.status
+                                             conversation.update
+                                             template.status phone.health
+                                             reset)),
                   '/open?phone_number_id=106540352242922'
                   . '&conversation_id=1b4e28ba-2fa1-11d2-883f-0016d3cca427',
                   '/open?last_event_id=0-0', '/open?last_event_id=0') {

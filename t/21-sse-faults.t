@@ -311,17 +311,17 @@ sub all_frames { map { $_->frames } @_ }
     my $s = stream('/slow', rcvbuf => 4096);
     is($s->status, 200, 'the slow client is streaming');
     # another on the same worker, same location (buffer 4k), small updates
-    my $f = stream_on($s->worker, '/slow?events=small');
+    my $f = stream_on($s->worker, '/slow?events=message.status');
     is($f->worker, $s->worker, 'a reading client on the same worker');
 
     my $blob = 'x' x 65536;
     my (@small, $cut, $bytes);
     for my $i (1 .. 300) {
         for (1 .. 4) {
-            my $u = publish('big', { phone_number_id => 'p1', blob => $blob });
+            my $u = publish('message.new', { phone_number_id => 'p1', blob => $blob });
             $bytes += length $u->{data};
         }
-        push @small, publish('small', { phone_number_id => 'p1', n => $i });
+        push @small, publish('message.status', { phone_number_id => 'p1', n => $i });
         $f->wait(sub { ($_[0]->last_id // '') eq $small[-1]{id} }, 10)
             or last;
         if (metric('whatsapp_sse_slow_clients_total') > $slow0) {
@@ -336,7 +336,7 @@ sub all_frames { map { $_->frames } @_ }
     like($nginx->error_log, qr/SSE client fell \d+ bytes behind, closing/,
          'logged');
 
-    push @small, map { publish('small', { phone_number_id => 'p1', n => $_ }) }
+    push @small, map { publish('message.status', { phone_number_id => 'p1', n => $_ }) }
                  1001 .. 1005;
     ok($f->wait_frames(scalar @small, 10), 'the reading client goes on');
     is_deeply(got($f->frames), got(@small),
