@@ -542,7 +542,7 @@ int
 wa_send_validate(const unsigned char *body, size_t len,
     wa_send_request_t *out)
 {
-    int            rc;
+    int            rc, parsed;
     yajl_val       root;
     wa_send_ctx_t  ctx;
 
@@ -553,8 +553,9 @@ wa_send_validate(const unsigned char *body, size_t len,
     ctx.path[0] = '\0';
 
     rc = wa_send_parse(&ctx, body, len, &root);
+    parsed = (rc == 0);
 
-    if (rc == 0) {
+    if (parsed) {
         rc = wa_send_walk(&ctx, root);
 
         if (rc == 0) {
@@ -569,6 +570,7 @@ wa_send_validate(const unsigned char *body, size_t len,
         memset(out, 0, sizeof(wa_send_request_t));
         memcpy(out->field, ctx.field, strlen(ctx.field) + 1);
         memcpy(out->message, ctx.message, strlen(ctx.message) + 1);
+        out->malformed = !parsed;
     }
 
     return rc;

@@ -40,6 +40,9 @@ typedef struct {
      */
     char  field[WA_SEND_FIELD_MAX];
     char  message[WA_SEND_MESSAGE_MAX];
+    int   malformed;              /* on error: the body is not one JSON
+                                     object (empty, not JSON, another
+                                     value), as opposed to a field wrong */
 } wa_send_request_t;
 
 
@@ -57,7 +60,7 @@ typedef struct {
  *
  * Returns 0 when valid, with out filled ("to" normalized to "+digits",
  * or the user id);
- * -1 when not, with out zeroed but for field and message.  body need not
+ * -1 when not, with out zeroed but for field, message and malformed.  body need not
  * be NUL-terminated; out must not be NULL.
  */
 int wa_send_validate(const unsigned char *body, size_t len,

@@ -625,8 +625,11 @@ ngx_http_whatsapp_api_body_handler(ngx_http_request_t *r)
                                &ctx->values[NGX_HTTP_WHATSAPP_API_SCOPE_PARAMS],
                                &msg);
 
-        if (rc == NGX_HTTP_BAD_REQUEST) {
-            rc = ngx_http_whatsapp_api_error(r, rc, "invalid_parameter",
+        if (rc == NGX_HTTP_BAD_REQUEST || rc == NGX_DECLINED) {
+            rc = ngx_http_whatsapp_api_error(r, NGX_HTTP_BAD_REQUEST,
+                                             rc == NGX_DECLINED
+                                             ? "malformed_json"
+                                             : "invalid_parameter",
                                              &msg);
 
         } else if (rc == NGX_OK) {

@@ -21,7 +21,8 @@
  * free-form, bulk, idempotency key: wa_api_send's parameters), pointing
  * into the checked request, which lives in the request's pool.  NGX_OK;
  * NGX_HTTP_BAD_REQUEST with msg saying what is wrong (the field, then
- * why); NGX_ERROR.
+ * why), or NGX_DECLINED with msg when the body is not a JSON object at
+ * all; NGX_ERROR.
  */
 ngx_int_t
 ngx_http_whatsapp_send_check(ngx_http_request_t *r, const char *body,
@@ -48,7 +49,7 @@ ngx_http_whatsapp_send_check(ngx_http_request_t *r, const char *body,
                                req->field[0] ? " " : "", req->message)
                    - msg->data;
 
-        return NGX_HTTP_BAD_REQUEST;
+        return req->malformed ? NGX_DECLINED : NGX_HTTP_BAD_REQUEST;
     }
 
     values[0] = req->phone_number_id;

@@ -352,8 +352,14 @@ for my $case (@bad) {
     is($res->{doc}{error}{code}, 'invalid_parameter', '... invalid_parameter');
     like($res->{doc}{error}{message}, $case->[1], '... naming the field');
 }
-my $res = $t->call('POST', '/v1/messages', '{"to": ');
-is($res->{status}, 400, 'not JSON: 400');
+# not a JSON object at all: malformed_json, as for every API body
+for my $body ('{"to": ', '', '[1]') {
+    my $res = $t->call('POST', '/v1/messages', $body);
+    is_deeply([ $res->{status}, $res->{doc}{error}{code} ],
+              [ 400, 'malformed_json' ], "'$body': 400 malformed_json")
+        or diag(explain $res);
+}
+my $res;
 
 # --- the rules that need the data ------------------------------------------
 

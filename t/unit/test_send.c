@@ -692,6 +692,12 @@ test_json(void)
     ok(refused("\"text\"", "", "must be a JSON object"),
        "not an object: a string");
     ok(refused("42", "", "must be a JSON object"), "not an object: 42");
+    ok(req.malformed == 1, "not an object: malformed (the API's "
+                           "malformed_json)");
+    ok(refused("{", "", "is not valid JSON") && req.malformed == 1,
+       "not JSON: malformed");
+    ok(refused(B("\"type\":\"text\""), "text", "is required")
+       && req.malformed == 0, "a field missing: not malformed");
     ok(refused(B(TEXT_OK) "x", "", "trailing garbage"), "trailing garbage");
     ok(refused(B(TEXT_OK) B(TEXT_OK), "", "trailing garbage"),
        "two objects");
