@@ -136,6 +136,21 @@ ok($events{'message.echo'}, 'message.echo published');
 ok($events{'conversation.update'}, 'conversation.update published');
 ok($events{'template.status'}, 'template.status published');
 is_deeply(\@unscoped, [], 'message events carry "assignee": null');
+
+# conversation.update in the API's shape (sql/016), as the API's own
+# changes publish it: the contact's profile name, the window's end
+my @convs = map { my %f = @{ $_->[1] };
+                  $f{event} eq 'conversation.update'
+                      ? decode_json($f{data})->{conversation} : () } @$updates;
+my ($named) = grep { defined $_->{profile_name} } @convs;
+ok($named, 'conversation.update carries the contact\'s profile_name');
+like($named && $named->{window_closes_at}, qr/^\d{4}-\d\d-\d\dT[\d:.]+Z$/,
+     '... the window\'s end, in UTC');
+is_deeply([ sort keys %{ $convs[-1] } ],
+          [ sort keys %{ decode_json(row(
+              "SELECT wa_conversation_json(c) FROM conversations c "
+              . "WHERE c.id = '$convs[-1]{id}'")) } ],
+          '... and every field of the API\'s conversation');
 is(row('SELECT count(*) FROM update_outbox'), '0', 'outbox drained');
 
 # --- contacts[] with no message: every customer named, whichever share of

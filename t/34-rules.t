@@ -53,6 +53,9 @@ my ($upd) = grep { $_->[0] eq 'conversation.update'
             @{ $t->updates };
 is($upd && $upd->[1]{conversation}{type}, 'owner',
    '... and conversation.update carries it');
+ok($upd && exists $upd->[1]{conversation}{profile_name}
+   && exists $upd->[1]{conversation}{window_closes_at},
+   '... in the API\'s shape (profile_name, window_closes_at: sql/016)');
 
 $t->send(template('+4940000101', 'special_offer'));
 is(conv($PN, '4940000101', 'type'), 'owner',
