@@ -72,9 +72,17 @@ fuzz_check(const wa_send_request_t *req, int rc)
             abort();
         }
 
+        /* not a JSON object at all: the body as a whole is at fault */
+        if ((req->malformed != 0 && req->malformed != 1)
+            || (req->malformed && req->field[0] != '\0'))
+        {
+            abort();
+        }
+
         memset(&zero, 0, sizeof(wa_send_request_t));
         memcpy(zero.field, req->field, sizeof(zero.field));
         memcpy(zero.message, req->message, sizeof(zero.message));
+        zero.malformed = req->malformed;
 
         if (memcmp(&zero, req, sizeof(wa_send_request_t)) != 0) {
             abort();
