@@ -142,10 +142,10 @@ is_deeply(\@unscoped, [], 'message events carry "assignee": null');
 my @convs = map { my %f = @{ $_->[1] };
                   $f{event} eq 'conversation.update'
                       ? decode_json($f{data})->{conversation} : () } @$updates;
-my ($named) = grep { defined $_->{profile_name} } @convs;
-ok($named, 'conversation.update carries the contact\'s profile_name');
-like($named && $named->{window_closes_at}, qr/^\d{4}-\d\d-\d\dT[\d:.]+Z$/,
-     '... the window\'s end, in UTC');
+my ($with_name) = grep { defined $_->{profile_name} } @convs;
+ok($with_name, 'conversation.update carries the contact\'s profile_name');
+like($with_name && $with_name->{window_closes_at},
+     qr/^\d{4}-\d\d-\d\dT[\d:.]+Z$/, '... the window\'s end, in UTC');
 is_deeply([ sort keys %{ $convs[-1] } ],
           [ sort keys %{ decode_json(row(
               "SELECT wa_conversation_json(c) FROM conversations c "
