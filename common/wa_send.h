@@ -60,8 +60,8 @@ typedef struct {
  *
  * Returns 0 when valid, with out filled ("to" normalized to "+digits",
  * or the user id);
- * -1 when not, with out zeroed but for field, message and malformed.  body need not
- * be NUL-terminated; out must not be NULL.
+ * -1 when not, with out zeroed but for field, message and malformed.
+ * body need not be NUL-terminated; out must not be NULL.
  */
 int wa_send_validate(const unsigned char *body, size_t len,
     wa_send_request_t *out);

@@ -318,10 +318,12 @@ sub all_frames { map { $_->frames } @_ }
     my (@small, $cut, $bytes);
     for my $i (1 .. 300) {
         for (1 .. 4) {
-            my $u = publish('message.new', { phone_number_id => 'p1', blob => $blob });
+            my $u = publish('message.new',
+                            { phone_number_id => 'p1', blob => $blob });
             $bytes += length $u->{data};
         }
-        push @small, publish('message.status', { phone_number_id => 'p1', n => $i });
+        push @small, publish('message.status',
+                             { phone_number_id => 'p1', n => $i });
         $f->wait(sub { ($_[0]->last_id // '') eq $small[-1]{id} }, 10)
             or last;
         if (metric('whatsapp_sse_slow_clients_total') > $slow0) {
@@ -336,7 +338,8 @@ sub all_frames { map { $_->frames } @_ }
     like($nginx->error_log, qr/SSE client fell \d+ bytes behind, closing/,
          'logged');
 
-    push @small, map { publish('message.status', { phone_number_id => 'p1', n => $_ }) }
+    push @small, map { publish('message.status',
+                               { phone_number_id => 'p1', n => $_ }) }
                  1001 .. 1005;
     ok($f->wait_frames(scalar @small, 10), 'the reading client goes on');
     is_deeply(got($f->frames), got(@small),
