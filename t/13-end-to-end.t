@@ -77,11 +77,11 @@ $redis->cmd('XADD', 'wa:events', '*', 'wake', 'outbox');
 my $sel = IO::Select->new($sub);
 $msg = '';
 $deadline = time + 5;
-while ($msg !~ /conversation\.update.*"unread_count": ?0/
+while ($msg !~ /conversation\.update.*"unread_count"\s*:\s*0/
        && $sel->can_read($deadline - time)) {
     last unless sysread $sub, $msg, 65536, length $msg;
 }
-like($msg, qr/conversation\.update.*"unread_count": ?0/,
+like($msg, qr/conversation\.update.*"unread_count"\s*:\s*0/,
      'woken, the worker publishes the API\'s event within seconds');
 ok($w->drained(5), 'the wake entry is acknowledged');
 is($pg->query('SELECT count(*) FROM update_outbox'), "0\n",

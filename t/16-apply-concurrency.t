@@ -293,7 +293,7 @@ uses_index("SELECT outbox_id FROM wa_send_reconcile('test')",
 # when the statistics say contacts is tiny
 uses_index("ANALYZE contacts;\n"
            . apply(messages => [ inbound_msg('wamid.named', $t0 + 6) ]),
-           "SELECT string_agg(wa_outbox_line('conversation.update'",
+           "SELECT string_agg(wa_conversation_line(v, k.profile_name)",
            'contacts_pkey', 'profile names');
 
 done_testing;
